@@ -1,0 +1,17 @@
+"""The three counties that own the archive's data: each is a data controller of its own."""
+
+from enum import StrEnum
+
+
+class County(StrEnum):
+    VESTFOLD = "vestfold"
+    BUSKERUD = "buskerud"
+    TELEMARK = "telemark"
+
+
+def parse_county(value: str) -> County:
+    try:
+        return County(value.strip().lower())
+    except ValueError:
+        known = ", ".join(c.value for c in County)
+        raise ValueError(f"unknown county {value!r}; use one of {known}") from None

@@ -1,0 +1,1 @@
+"""The DICOM network node: an adapter from DIMSE (pynetdicom) to the archive's services."""

@@ -1,0 +1,20 @@
+"""DIMSE status codes the node answers with (PS3.4 B.2.3 and PS3.7 C), named for what they mean."""
+
+SUCCESS = 0x0000
+DUPLICATE_SOP_INSTANCE = 0x0111
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+
+ERROR_COMMENT_LIMIT = 64
+"""Error Comment (0000,0902) is LO: 64 characters at most."""
+
+
+def comment(message: str) -> str:
+    """Fit a message into Error Comment; the full text goes to the log and the audit event."""
+    text = " ".join(message.split())
+    if len(text) <= ERROR_COMMENT_LIMIT:
+        return text
+    return text[: ERROR_COMMENT_LIMIT - 1] + "…"

@@ -1,0 +1,705 @@
+"""The index: what the archive holds, who may be asked about it, and the audit log.
+
+`Index` offers reads, each in its own short transaction, and `Index.transaction()` for the writes
+that must commit together (an object's index rows and its audit event). Writes use
+insert-or-ignore so that two nodes receiving the same study at once never fail on a duplicate
+patient, study or series row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage import models
+from storage.database import WRITE_OPTION, create_index_engine, migrate
+from storage.errors import IndexUnavailable
+from storage.records import (
+    AuditEvent,
+    AuditQuery,
+    BlobRef,
+    NewAuditEvent,
+    NewConflict,
+    NewInstance,
+    SeriesSummary,
+    StoredInstance,
+    StudyQuery,
+    StudySummary,
+    UserAccount,
+    WebSession,
+)
+
+CHAIN = "main"
+CHAIN_GENESIS = "0" * 64
+
+ChainLink = Callable[[str, int, NewAuditEvent], str]
+"""Computes an event's hash from the previous hash and its sequence number (rule in arkiv.audit)."""
+
+_patients: Table = models.Patient.__table__  # type: ignore[assignment]
+_studies: Table = models.Study.__table__  # type: ignore[assignment]
+_series: Table = models.Series.__table__  # type: ignore[assignment]
+_instances: Table = models.Instance.__table__  # type: ignore[assignment]
+_conflicts: Table = models.InstanceConflict.__table__  # type: ignore[assignment]
+_audit: Table = models.AuditEventRow.__table__  # type: ignore[assignment]
+_audit_patients: Table = models.AuditPatient.__table__  # type: ignore[assignment]
+_head: Table = models.AuditChainHead.__table__  # type: ignore[assignment]
+_users: Table = models.User.__table__  # type: ignore[assignment]
+_sessions: Table = models.SessionRow.__table__  # type: ignore[assignment]
+
+
+def name_key(name: str) -> str:
+    """Case-folded person name, so that searches match regardless of case, æøå included."""
+    return name.casefold()
+
+
+def wildcard_to_like(pattern: str) -> str:
+    """DICOM wildcard matching (`*`, `?`) as a SQL LIKE pattern with `\\` as escape."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+class Index:
+    """The index database behind a small interface."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine = create_index_engine(url)
+        migrate(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise IndexUnavailable(f"index database read failed: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[IndexTransaction]:
+        """One atomic write: everything done through the yielded object commits or none of it."""
+        try:
+            with (
+                self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
+                conn.begin(),
+            ):
+                yield IndexTransaction(conn)
+        except SQLAlchemyError as exc:
+            raise IndexUnavailable(f"index database write failed: {exc}") from exc
+
+    def check(self) -> None:
+        with self._read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- studies, series, instances ------------------------------------------------------------
+
+    def find_studies(self, query: StudyQuery) -> list[StudySummary]:
+        series_count = (
+            select(func.count())
+            .select_from(_series)
+            .where(_series.c.study_pk == _studies.c.id)
+            .scalar_subquery()
+        )
+        instance_count = (
+            select(func.count())
+            .select_from(_instances.join(_series, _instances.c.series_pk == _series.c.id))
+            .where(_series.c.study_pk == _studies.c.id)
+            .scalar_subquery()
+        )
+        stmt = select(
+            _studies, _patients, series_count.label("n_series"), instance_count.label("n_instances")
+        ).select_from(_studies.join(_patients, _studies.c.patient_pk == _patients.c.id))
+        stmt = _apply_study_filters(stmt, query)
+        if query.modality:
+            stmt = stmt.where(
+                exists().where(
+                    (_series.c.study_pk == _studies.c.id) & (_series.c.modality == query.modality)
+                )
+            )
+        if query.series_uids or query.sop_uids:
+            stmt = stmt.where(exists().where(_series_match(query)))
+        stmt = stmt.order_by(_studies.c.study_date.desc(), _studies.c.id.desc())
+        stmt = stmt.limit(query.limit).offset(query.offset)
+        with self._read() as conn:
+            rows = conn.execute(stmt).mappings().all()
+            modalities = self._modalities(conn, [row["id"] for row in rows])
+        return [
+            StudySummary(
+                patient_id=row["patient_id"],
+                patient_name=row["name"],
+                birth_date=row["birth_date"],
+                sex=row["sex"],
+                id_valid=bool(row["id_valid"]),
+                study_uid=row["study_uid"],
+                study_date=row["study_date"],
+                study_time=row["study_time"],
+                accession_number=row["accession_number"],
+                description=row["description"],
+                referring_physician=row["referring_physician"],
+                study_id=row["study_id"],
+                modalities=tuple(modalities.get(row["id"], ())),
+                series_count=row["n_series"],
+                instance_count=row["n_instances"],
+                county=row["county"],
+            )
+            for row in rows
+        ]
+
+    @staticmethod
+    def _modalities(conn: Connection, study_pks: Sequence[int]) -> dict[int, list[str]]:
+        if not study_pks:
+            return {}
+        result: dict[int, list[str]] = {}
+        stmt = (
+            select(_series.c.study_pk, _series.c.modality)
+            .where(_series.c.study_pk.in_(study_pks))
+            .distinct()
+            .order_by(_series.c.modality)
+        )
+        for study_pk, modality in conn.execute(stmt):
+            if modality:
+                result.setdefault(study_pk, []).append(modality)
+        return result
+
+    def find_series(self, query: StudyQuery) -> list[SeriesSummary]:
+        instance_count = (
+            select(func.count())
+            .select_from(_instances)
+            .where(_instances.c.series_pk == _series.c.id)
+            .scalar_subquery()
+        )
+        stmt = select(
+            _series.c.series_uid,
+            _series.c.modality,
+            _series.c.series_number,
+            _series.c.description,
+            _series.c.body_part,
+            _series.c.county,
+            _studies.c.study_uid,
+            _patients.c.patient_id,
+            instance_count.label("n_instances"),
+        ).select_from(
+            _series.join(_studies, _series.c.study_pk == _studies.c.id).join(
+                _patients, _studies.c.patient_pk == _patients.c.id
+            )
+        )
+        stmt = _apply_study_filters(stmt, query)
+        if query.modality:
+            stmt = stmt.where(_series.c.modality == query.modality)
+        if query.series_uids:
+            stmt = stmt.where(_series.c.series_uid.in_(query.series_uids))
+        if query.sop_uids:
+            stmt = stmt.where(
+                exists().where(
+                    (_instances.c.series_pk == _series.c.id)
+                    & _instances.c.sop_uid.in_(query.sop_uids)
+                )
+            )
+        stmt = stmt.order_by(_studies.c.study_uid, _series.c.series_number, _series.c.id)
+        stmt = stmt.limit(query.limit).offset(query.offset)
+        with self._read() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [
+            SeriesSummary(
+                patient_id=row["patient_id"],
+                county=row["county"],
+                study_uid=row["study_uid"],
+                series_uid=row["series_uid"],
+                modality=row["modality"],
+                series_number=row["series_number"],
+                description=row["description"],
+                body_part=row["body_part"],
+                instance_count=row["n_instances"],
+            )
+            for row in rows
+        ]
+
+    def find_instances(self, query: StudyQuery) -> list[StoredInstance]:
+        stmt = select(
+            _instances,
+            _series.c.series_uid,
+            _studies.c.study_uid,
+            _patients.c.patient_id,
+        ).select_from(
+            _instances.join(_series, _instances.c.series_pk == _series.c.id)
+            .join(_studies, _series.c.study_pk == _studies.c.id)
+            .join(_patients, _studies.c.patient_pk == _patients.c.id)
+        )
+        stmt = _apply_study_filters(stmt, query)
+        if query.modality:
+            stmt = stmt.where(_series.c.modality == query.modality)
+        if query.series_uids:
+            stmt = stmt.where(_series.c.series_uid.in_(query.series_uids))
+        if query.sop_uids:
+            stmt = stmt.where(_instances.c.sop_uid.in_(query.sop_uids))
+        stmt = stmt.order_by(
+            _studies.c.study_uid,
+            _series.c.series_uid,
+            _instances.c.instance_number,
+            _instances.c.id,
+        )
+        stmt = stmt.limit(query.limit).offset(query.offset)
+        with self._read() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [_stored_instance(row) for row in rows]
+
+    def instance_count(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(_instances)).scalar_one())
+
+    def conflict_count(self, sop_uid: str | None = None) -> int:
+        stmt = select(func.count()).select_from(_conflicts)
+        if sop_uid is not None:
+            stmt = stmt.where(_conflicts.c.sop_uid == sop_uid)
+        with self._read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def blob_keys(self) -> set[str]:
+        """Every blob the index refers to (instances and kept conflicts), for consistency checks."""
+        with self._read() as conn:
+            keys = set(conn.execute(select(_instances.c.blob_key)).scalars())
+            keys.update(conn.execute(select(_conflicts.c.blob_key)).scalars())
+        return keys
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    def find_audit_events(self, query: AuditQuery) -> list[AuditEvent]:
+        stmt = select(_audit)
+        if query.patient_id:
+            stmt = stmt.where(
+                exists().where(
+                    (_audit_patients.c.seq == _audit.c.seq)
+                    & (_audit_patients.c.patient_id == query.patient_id)
+                )
+            )
+        if query.actor:
+            stmt = stmt.where(_audit.c.actor == query.actor)
+        if query.county:
+            stmt = stmt.where(_audit.c.county == query.county)
+        if query.event_id:
+            stmt = stmt.where(_audit.c.event_id == query.event_id)
+        if query.outcome is not None:
+            stmt = stmt.where(_audit.c.outcome == query.outcome)
+        if query.since:
+            stmt = stmt.where(_audit.c.recorded_at >= query.since)
+        if query.until:
+            stmt = stmt.where(_audit.c.recorded_at <= query.until)
+        stmt = stmt.order_by(_audit.c.seq.desc()).limit(query.limit).offset(query.offset)
+        with self._read() as conn:
+            return [_audit_event(row) for row in conn.execute(stmt).mappings()]
+
+    def iter_audit_events(self, batch: int = 5000) -> Iterator[AuditEvent]:
+        """The whole log in physical order (by sequence number), in batches."""
+        last = -1
+        while True:
+            stmt = select(_audit).where(_audit.c.seq > last).order_by(_audit.c.seq).limit(batch)
+            with self._read() as conn:
+                rows = [_audit_event(row) for row in conn.execute(stmt).mappings()]
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].seq
+
+    def audit_head(self) -> tuple[int, str]:
+        """The chain head as recorded: (sequence number, hash) of the last appended event."""
+        with self._read() as conn:
+            row = conn.execute(select(_head).where(_head.c.chain == CHAIN)).mappings().first()
+        if row is None:
+            return 0, CHAIN_GENESIS
+        return int(row["seq"]), str(row["hash"])
+
+    # -- accounts and sessions -----------------------------------------------------------------
+
+    def get_user(self, username: str) -> UserAccount | None:
+        with self._read() as conn:
+            row = conn.execute(select(_users).where(_users.c.username == username)).mappings()
+            found = row.first()
+        if found is None:
+            return None
+        return UserAccount(
+            username=found["username"],
+            password_hash=found["password_hash"],
+            role=found["role"],
+            county=found["county"],
+            failed_logins=found["failed_logins"],
+            locked_until=found["locked_until"],
+        )
+
+    def get_session(self, token_hash: str, now: str) -> WebSession | None:
+        stmt = select(_sessions).where(
+            (_sessions.c.token_hash == token_hash) & (_sessions.c.expires_at > now)
+        )
+        with self._read() as conn:
+            row = conn.execute(stmt).mappings().first()
+        if row is None:
+            return None
+        return WebSession(
+            token_hash=row["token_hash"],
+            username=row["username"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
+
+
+class IndexTransaction:
+    """The writes available inside one atomic transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def instance_digest(self, sop_uid: str) -> str | None:
+        """SHA-256 of the stored object under this SOP Instance UID, if any."""
+        row = self._conn.execute(
+            select(_instances.c.sha256).where(_instances.c.sop_uid == sop_uid)
+        ).first()
+        return None if row is None else str(row[0])
+
+    def add_instance(self, new: NewInstance) -> None:
+        patient_pk = self._ensure_patient(new)
+        study_pk = self._ensure_study(new, patient_pk)
+        series_pk = self._ensure_series(new, study_pk)
+        inst = new.instance
+        self._conn.execute(
+            _instances.insert().values(
+                sop_uid=inst.sop_uid,
+                series_pk=series_pk,
+                sop_class_uid=inst.sop_class_uid,
+                instance_number=inst.instance_number,
+                transfer_syntax_uid=inst.transfer_syntax_uid,
+                rows=inst.rows,
+                columns=inst.columns,
+                frames=inst.frames,
+                blob_key=new.blob.key,
+                size=new.blob.size,
+                sha256=new.blob.sha256,
+                county=new.county,
+                source=new.source,
+                received_at=new.received_at,
+                metadata_json=inst.metadata_json,
+            )
+        )
+
+    def add_conflict(self, conflict: NewConflict) -> bool:
+        """Keep a conflicting object; False when this very content was already kept."""
+        inserted = _insert_ignore(
+            self._conn,
+            _conflicts,
+            {
+                "sop_uid": conflict.sop_uid,
+                "study_uid": conflict.study_uid,
+                "series_uid": conflict.series_uid,
+                "blob_key": conflict.blob.key,
+                "size": conflict.blob.size,
+                "sha256": conflict.blob.sha256,
+                "existing_sha256": conflict.existing_sha256,
+                "county": conflict.county,
+                "source": conflict.source,
+                "received_at": conflict.received_at,
+            },
+        )
+        return inserted
+
+    def _ensure_patient(self, new: NewInstance) -> int:
+        p = new.patient
+        _insert_ignore(
+            self._conn,
+            _patients,
+            {
+                "patient_id": p.patient_id,
+                "issuer": p.issuer,
+                "name": p.name,
+                "name_key": name_key(p.name),
+                "birth_date": p.birth_date,
+                "sex": p.sex,
+                "id_kind": p.id_kind,
+                "id_valid": p.id_valid,
+                "id_problem": p.id_problem,
+                "county": new.county,
+                "created_at": new.received_at,
+            },
+        )
+        return int(
+            self._conn.execute(
+                select(_patients.c.id).where(
+                    (_patients.c.patient_id == p.patient_id) & (_patients.c.issuer == p.issuer)
+                )
+            ).scalar_one()
+        )
+
+    def _ensure_study(self, new: NewInstance, patient_pk: int) -> int:
+        s = new.study
+        _insert_ignore(
+            self._conn,
+            _studies,
+            {
+                "study_uid": s.study_uid,
+                "patient_pk": patient_pk,
+                "study_date": s.study_date,
+                "study_time": s.study_time,
+                "accession_number": s.accession_number,
+                "description": s.description,
+                "referring_physician": s.referring_physician,
+                "study_id": s.study_id,
+                "county": new.county,
+                "created_at": new.received_at,
+            },
+        )
+        return int(
+            self._conn.execute(
+                select(_studies.c.id).where(_studies.c.study_uid == s.study_uid)
+            ).scalar_one()
+        )
+
+    def _ensure_series(self, new: NewInstance, study_pk: int) -> int:
+        s = new.series
+        _insert_ignore(
+            self._conn,
+            _series,
+            {
+                "series_uid": s.series_uid,
+                "study_pk": study_pk,
+                "modality": s.modality,
+                "series_number": s.series_number,
+                "description": s.description,
+                "body_part": s.body_part,
+                "county": new.county,
+            },
+        )
+        return int(
+            self._conn.execute(
+                select(_series.c.id).where(_series.c.series_uid == s.series_uid)
+            ).scalar_one()
+        )
+
+    def append_audit(self, event: NewAuditEvent, link: ChainLink) -> AuditEvent:
+        """Append to the chain; the head row is locked so that appenders line up one by one."""
+        head = (
+            self._conn.execute(select(_head).where(_head.c.chain == CHAIN).with_for_update())
+            .mappings()
+            .first()
+        )
+        if head is None:
+            seq, prev = 1, CHAIN_GENESIS
+            self._conn.execute(_head.insert().values(chain=CHAIN, seq=0, hash=CHAIN_GENESIS))
+        else:
+            seq, prev = int(head["seq"]) + 1, str(head["hash"])
+        digest = link(prev, seq, event)
+        self._conn.execute(
+            _audit.insert().values(
+                seq=seq,
+                recorded_at=event.recorded_at,
+                event_id=event.event_id,
+                event_name=event.event_name,
+                action=event.action,
+                outcome=event.outcome,
+                outcome_description=event.outcome_description,
+                actor=event.actor,
+                actor_kind=event.actor_kind,
+                actor_role=event.actor_role,
+                county=event.county,
+                source_address=event.source_address,
+                patient_ids=json.dumps(list(event.patient_ids)),
+                study_uids=json.dumps(list(event.study_uids)),
+                object_count=event.object_count,
+                query=event.query,
+                details=json.dumps(event.details, sort_keys=True),
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
+        for patient_id in sorted(set(event.patient_ids)):
+            self._conn.execute(_audit_patients.insert().values(seq=seq, patient_id=patient_id))
+        self._conn.execute(update(_head).where(_head.c.chain == CHAIN).values(seq=seq, hash=digest))
+        return AuditEvent(
+            seq=seq,
+            recorded_at=event.recorded_at,
+            event_id=event.event_id,
+            event_name=event.event_name,
+            action=event.action,
+            outcome=event.outcome,
+            outcome_description=event.outcome_description,
+            actor=event.actor,
+            actor_kind=event.actor_kind,
+            actor_role=event.actor_role,
+            county=event.county,
+            source_address=event.source_address,
+            patient_ids=event.patient_ids,
+            study_uids=event.study_uids,
+            object_count=event.object_count,
+            query=event.query,
+            details=event.details,
+            prev_hash=prev,
+            hash=digest,
+        )
+
+    # -- accounts and sessions -----------------------------------------------------------------
+
+    def add_user(self, account: UserAccount, created_at: str) -> bool:
+        """Create an account; False when the name is taken."""
+        return _insert_ignore(
+            self._conn,
+            _users,
+            {
+                "username": account.username,
+                "password_hash": account.password_hash,
+                "role": account.role,
+                "county": account.county,
+                "failed_logins": 0,
+                "locked_until": None,
+                "created_at": created_at,
+            },
+        )
+
+    def set_password(self, username: str, password_hash: str) -> None:
+        self._conn.execute(
+            update(_users).where(_users.c.username == username).values(password_hash=password_hash)
+        )
+
+    def record_login_failure(self, username: str, locked_until: str | None) -> None:
+        self._conn.execute(
+            update(_users)
+            .where(_users.c.username == username)
+            .values(failed_logins=_users.c.failed_logins + 1, locked_until=locked_until)
+        )
+
+    def record_login_success(self, username: str) -> None:
+        self._conn.execute(
+            update(_users)
+            .where(_users.c.username == username)
+            .values(failed_logins=0, locked_until=None)
+        )
+
+    def add_session(self, session: WebSession) -> None:
+        self._conn.execute(
+            _sessions.insert().values(
+                token_hash=session.token_hash,
+                username=session.username,
+                created_at=session.created_at,
+                expires_at=session.expires_at,
+            )
+        )
+
+    def delete_session(self, token_hash: str) -> None:
+        self._conn.execute(sql_delete(_sessions).where(_sessions.c.token_hash == token_hash))
+
+    def purge_sessions(self, now: str) -> None:
+        self._conn.execute(sql_delete(_sessions).where(_sessions.c.expires_at <= now))
+
+
+def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """INSERT that does nothing when a unique key already exists; True when a row was added."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise IndexUnavailable(f"unsupported database dialect {dialect}")
+    return bool(conn.execute(stmt).rowcount)
+
+
+def _apply_study_filters(stmt: Any, query: StudyQuery) -> Any:
+    """Apply patient- and study-level keys; typed loosely as the select has many shapes."""
+    if query.patient_id:
+        if "*" in query.patient_id or "?" in query.patient_id:
+            stmt = stmt.where(
+                _patients.c.patient_id.like(wildcard_to_like(query.patient_id), escape="\\")
+            )
+        else:
+            stmt = stmt.where(_patients.c.patient_id == query.patient_id)
+    if query.patient_name:
+        stmt = stmt.where(
+            _patients.c.name_key.like(wildcard_to_like(name_key(query.patient_name)), escape="\\")
+        )
+    if query.birth_date:
+        stmt = stmt.where(_patients.c.birth_date == query.birth_date)
+    if query.study_date_from:
+        stmt = stmt.where(
+            (_studies.c.study_date >= query.study_date_from) & (_studies.c.study_date != "")
+        )
+    if query.study_date_to:
+        stmt = stmt.where(
+            (_studies.c.study_date <= query.study_date_to) & (_studies.c.study_date != "")
+        )
+    if query.accession_number:
+        stmt = stmt.where(
+            _studies.c.accession_number.like(wildcard_to_like(query.accession_number), escape="\\")
+        )
+    if query.study_uids:
+        stmt = stmt.where(_studies.c.study_uid.in_(query.study_uids))
+    if query.county:
+        stmt = stmt.where(_studies.c.county == query.county)
+    return stmt
+
+
+def _series_match(query: StudyQuery) -> Any:
+    condition = _series.c.study_pk == _studies.c.id
+    if query.series_uids:
+        condition = condition & _series.c.series_uid.in_(query.series_uids)
+    if query.sop_uids:
+        condition = condition & exists().where(
+            (_instances.c.series_pk == _series.c.id) & _instances.c.sop_uid.in_(query.sop_uids)
+        )
+    return condition
+
+
+def _stored_instance(row: Any) -> StoredInstance:
+    return StoredInstance(
+        patient_id=row["patient_id"],
+        county=row["county"],
+        study_uid=row["study_uid"],
+        series_uid=row["series_uid"],
+        sop_uid=row["sop_uid"],
+        sop_class_uid=row["sop_class_uid"],
+        transfer_syntax_uid=row["transfer_syntax_uid"],
+        instance_number=row["instance_number"],
+        rows=row["rows"],
+        columns=row["columns"],
+        frames=row["frames"],
+        blob=BlobRef(key=row["blob_key"], size=row["size"], sha256=row["sha256"]),
+        metadata_json=row["metadata_json"],
+    )
+
+
+def _audit_event(row: Any) -> AuditEvent:
+    return AuditEvent(
+        seq=row["seq"],
+        recorded_at=row["recorded_at"],
+        event_id=row["event_id"],
+        event_name=row["event_name"],
+        action=row["action"],
+        outcome=row["outcome"],
+        outcome_description=row["outcome_description"],
+        actor=row["actor"],
+        actor_kind=row["actor_kind"],
+        actor_role=row["actor_role"],
+        county=row["county"],
+        source_address=row["source_address"],
+        patient_ids=tuple(json.loads(row["patient_ids"])),
+        study_uids=tuple(json.loads(row["study_uids"])),
+        object_count=row["object_count"],
+        query=row["query"],
+        details=json.loads(row["details"]),
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )

@@ -1,0 +1,175 @@
+"""SQLAlchemy tables of the index. Private to `storage`: other packages use `storage.index`."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patient_identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(String(324), default="")
+    name_key: Mapped[str] = mapped_column(String(324), default="", index=True)
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+    id_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    id_valid: Mapped[bool] = mapped_column(Boolean, default=False)
+    id_problem: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    county: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="", index=True)
+    study_time: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
+    description: Mapped[str] = mapped_column(String(64), default="")
+    referring_physician: Mapped[str] = mapped_column(String(324), default="")
+    study_id: Mapped[str] = mapped_column(String(16), default="")
+    county: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="", index=True)
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    description: Mapped[str] = mapped_column(String(64), default="")
+    body_part: Mapped[str] = mapped_column(String(16), default="")
+    county: Mapped[str] = mapped_column(String(32))
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    columns: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frames: Mapped[int] = mapped_column(Integer, default=1)
+    blob_key: Mapped[str] = mapped_column(String(400))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    county: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[str] = mapped_column(String(32))
+    metadata_json: Mapped[str] = mapped_column(Text)
+
+
+class InstanceConflict(Base):
+    """A second, different object under a stored SOP Instance UID: kept, never served."""
+
+    __tablename__ = "instance_conflicts"
+    __table_args__ = (UniqueConstraint("sop_uid", "sha256", name="uq_conflict_content"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(String(64), index=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(String(400))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    existing_sha256: Mapped[str] = mapped_column(String(64))
+    county: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[str] = mapped_column(String(32))
+
+
+class AuditChainHead(Base):
+    """One row per chain: its last sequence number and hash. Locking it serialises appenders."""
+
+    __tablename__ = "audit_chain_head"
+
+    chain: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_time", "recorded_at"),
+        Index("ix_audit_actor", "actor"),
+        Index("ix_audit_event_id", "event_id"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    recorded_at: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(16))
+    event_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(1))
+    outcome: Mapped[int] = mapped_column(Integer)
+    outcome_description: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(128))
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_role: Mapped[str] = mapped_column(String(32), default="")
+    county: Mapped[str] = mapped_column(String(32))
+    source_address: Mapped[str] = mapped_column(String(64), default="")
+    patient_ids: Mapped[str] = mapped_column(Text, default="[]")
+    study_uids: Mapped[str] = mapped_column(Text, default="[]")
+    object_count: Mapped[int] = mapped_column(Integer, default=0)
+    query: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[str] = mapped_column(Text, default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditPatient(Base):
+    """Which patients an audit event concerns, for the auditor's search by patient."""
+
+    __tablename__ = "audit_patients"
+
+    seq: Mapped[int] = mapped_column(ForeignKey("audit_events.seq"), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    county: Mapped[str] = mapped_column(String(32))
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class SessionRow(Base):
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[str] = mapped_column(String(32))

@@ -1,0 +1,241 @@
+"""Plain records that cross the boundary between the core and storage.
+
+The core never sees SQLAlchemy objects: it hands these in and gets these back, so the index can be
+SQLite, PostgreSQL or anything else behind `storage.index.Index`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PatientAttributes:
+    patient_id: str
+    issuer: str
+    name: str
+    birth_date: str
+    sex: str
+    id_kind: str | None
+    id_valid: bool
+    id_problem: str | None
+
+
+@dataclass(frozen=True)
+class StudyAttributes:
+    study_uid: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    description: str
+    referring_physician: str
+    study_id: str
+
+
+@dataclass(frozen=True)
+class SeriesAttributes:
+    series_uid: str
+    modality: str
+    series_number: int | None
+    description: str
+    body_part: str
+
+
+@dataclass(frozen=True)
+class InstanceAttributes:
+    sop_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    transfer_syntax_uid: str
+    rows: int | None
+    columns: int | None
+    frames: int
+    metadata_json: str
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    """Everything the index needs to record one received object."""
+
+    patient: PatientAttributes
+    study: StudyAttributes
+    series: SeriesAttributes
+    instance: InstanceAttributes
+    blob: BlobRef
+    county: str
+    source: str
+    received_at: str
+
+
+@dataclass(frozen=True)
+class NewConflict:
+    """A different object that arrived under an SOP Instance UID already stored."""
+
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    blob: BlobRef
+    existing_sha256: str
+    county: str
+    source: str
+    received_at: str
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """Where an instance's bytes are, and what the index knows of it."""
+
+    patient_id: str
+    county: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    instance_number: int | None
+    rows: int | None
+    columns: int | None
+    frames: int
+    blob: BlobRef
+    metadata_json: str
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    id_valid: bool
+    study_uid: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    description: str
+    referring_physician: str
+    study_id: str
+    modalities: tuple[str, ...]
+    series_count: int
+    instance_count: int
+    county: str
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    patient_id: str
+    county: str
+    study_uid: str
+    series_uid: str
+    modality: str
+    series_number: int | None
+    description: str
+    body_part: str
+    instance_count: int
+
+
+@dataclass(frozen=True)
+class StudyQuery:
+    """Matching keys for study-, series- and instance-level searches; None means universal match.
+
+    Name and text patterns use DICOM wildcards (`*`, `?`); dates are `YYYYMMDD` bounds, inclusive.
+    """
+
+    patient_id: str | None = None
+    patient_name: str | None = None
+    birth_date: str | None = None
+    study_date_from: str | None = None
+    study_date_to: str | None = None
+    modality: str | None = None
+    accession_number: str | None = None
+    study_uids: tuple[str, ...] = ()
+    series_uids: tuple[str, ...] = ()
+    sop_uids: tuple[str, ...] = ()
+    county: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class NewAuditEvent:
+    """An audit event as the core composes it; the index adds sequence number and chain hashes."""
+
+    recorded_at: str
+    event_id: str
+    event_name: str
+    action: str
+    outcome: int
+    outcome_description: str
+    actor: str
+    actor_kind: str
+    actor_role: str
+    county: str
+    source_address: str
+    patient_ids: tuple[str, ...] = ()
+    study_uids: tuple[str, ...] = ()
+    object_count: int = 0
+    query: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """An event as it stands in the log, with its place in the hash chain."""
+
+    seq: int
+    recorded_at: str
+    event_id: str
+    event_name: str
+    action: str
+    outcome: int
+    outcome_description: str
+    actor: str
+    actor_kind: str
+    actor_role: str
+    county: str
+    source_address: str
+    patient_ids: tuple[str, ...]
+    study_uids: tuple[str, ...]
+    object_count: int
+    query: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    patient_id: str | None = None
+    actor: str | None = None
+    county: str | None = None
+    event_id: str | None = None
+    outcome: int | None = None
+    since: str | None = None
+    until: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class UserAccount:
+    username: str
+    password_hash: str
+    role: str
+    county: str
+    failed_logins: int
+    locked_until: str | None
+
+
+@dataclass(frozen=True)
+class WebSession:
+    token_hash: str
+    username: str
+    created_at: str
+    expires_at: str

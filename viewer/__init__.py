@@ -1,0 +1,1 @@
+"""The web application: DICOMweb, the audit API and the browser UI (FastAPI)."""

@@ -1,0 +1,44 @@
+"""The FastAPI application factory: routers, error mapping, security headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+from arkiv.services import Archive
+from viewer import errors
+from viewer.routers import audit_api, auth, dicomweb, health, pages
+
+_STATIC = Path(__file__).parent / "static"
+
+
+def create_app(archive: Archive) -> FastAPI:
+    app = FastAPI(title="arkiv", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.archive = archive
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(dicomweb.router)
+    app.include_router(audit_api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'",
+        )
+        if not request.url.path.startswith("/static"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app

@@ -1,0 +1,69 @@
+"""How the services' typed errors become HTTP answers: a status and a JSON `reason`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from arkiv.errors import (
+    ArchiveUnavailable,
+    ArkivError,
+    AuditUnavailable,
+    AuthenticationFailed,
+    Forbidden,
+    InvalidObject,
+    InvalidQuery,
+    NotFound,
+    TooManyAttempts,
+    UnsupportedObject,
+)
+from arkiv.rendering import FrameOutOfRange, ImageTooLarge, NotAnImage, RenderError
+from storage.errors import StorageError
+from viewer.dependencies import NotSignedIn
+
+_STATUS: list[tuple[type[Exception], int]] = [
+    (TooManyAttempts, 429),
+    (AuthenticationFailed, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (InvalidQuery, 400),
+    (InvalidObject, 400),
+    (UnsupportedObject, 415),
+    (AuditUnavailable, 503),
+    (ArchiveUnavailable, 503),
+    (FrameOutOfRange, 404),
+    (ImageTooLarge, 422),
+    (NotAnImage, 406),
+    (RenderError, 406),
+    (StorageError, 503),
+]
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
+        ("/dicom-web", "/api", "/wado")
+    )
+
+
+def status_for(exc: Exception) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def install(app: FastAPI) -> None:
+    async def handle(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, NotSignedIn) and _wants_html(request):
+            return RedirectResponse("/login", status_code=303)
+        status = status_for(exc)
+        headers: dict[str, str] = {"Cache-Control": "no-store"}
+        if isinstance(exc, TooManyAttempts):
+            headers["Retry-After"] = str(exc.retry_after)
+        elif status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="arkiv", charset="UTF-8"'
+        return JSONResponse({"reason": str(exc)}, status_code=status, headers=headers)
+
+    app.add_exception_handler(ArkivError, handle)
+    app.add_exception_handler(RenderError, handle)
+    app.add_exception_handler(StorageError, handle)

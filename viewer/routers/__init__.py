@@ -1,0 +1,1 @@
+"""HTTP routes, thin: parse the request, call one service of `arkiv`, shape the answer."""

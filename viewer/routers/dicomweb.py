@@ -1,0 +1,449 @@
+"""DICOMweb: QIDO-RS search, WADO-RS retrieve, metadata, rendered and thumbnail (PS3.18).
+
+Every route goes through `arkiv.access`, which authorizes and writes the audit event before any
+data leaves. Retrieve streams the stored bytes as they were received, checking each object's
+SHA-256 on the way; a mismatch ends the response with an error instead of finishing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from arkiv.access import IntegrityError
+from arkiv.accounts import Principal
+from arkiv.errors import InvalidQuery
+from arkiv.rendering import OutputFormat, RenderRequest, Window
+from arkiv.services import Archive
+from storage.records import StoredInstance
+from viewer import dicom_json
+from viewer.dependencies import ArchiveDep, PrincipalDep
+from viewer.multipart import multipart_stream, new_boundary
+from viewer.qido import parse_query
+
+router = APIRouter(prefix="/dicom-web")
+
+DICOM_JSON = "application/dicom+json"
+_CHUNK = 1 << 20
+_THUMBNAIL_SIZE = 128
+_MAX_VIEWPORT = 4096
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/dicom-web"
+
+
+def _query_text(request: Request) -> str:
+    return f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
+
+
+def _json(payload: object) -> JSONResponse:
+    return JSONResponse(payload, media_type=DICOM_JSON)
+
+
+# -- QIDO-RS ---------------------------------------------------------------------------------------
+
+
+@router.get("/studies")
+def search_studies(request: Request, archive: ArchiveDep, principal: PrincipalDep) -> Response:
+    query = parse_query(request.query_params.multi_items())
+    found = archive.access.search_studies(principal, query, _query_text(request))
+    base = _base_url(request)
+    return _json([dicom_json.study_json(s, base) for s in found])
+
+
+@router.get("/series")
+@router.get("/studies/{study_uid}/series")
+def search_series(
+    request: Request, archive: ArchiveDep, principal: PrincipalDep, study_uid: str | None = None
+) -> Response:
+    params = list(request.query_params.multi_items())
+    if study_uid:
+        params.append(("StudyInstanceUID", study_uid))
+    found = archive.access.search_series(principal, parse_query(params), _query_text(request))
+    base = _base_url(request)
+    return _json([dicom_json.series_json(s, base) for s in found])
+
+
+@router.get("/instances")
+@router.get("/studies/{study_uid}/instances")
+@router.get("/studies/{study_uid}/series/{series_uid}/instances")
+def search_instances(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+) -> Response:
+    params = list(request.query_params.multi_items())
+    if study_uid:
+        params.append(("StudyInstanceUID", study_uid))
+    if series_uid:
+        params.append(("SeriesInstanceUID", series_uid))
+    found = archive.access.search_instances(principal, parse_query(params), _query_text(request))
+    base = _base_url(request)
+    return _json([dicom_json.instance_json(i, base) for i in found])
+
+
+# -- WADO-RS retrieve ------------------------------------------------------------------------------
+
+
+def _check_accept(request: Request) -> None:
+    """We serve the stored object in its stored transfer syntax, as multipart/related DICOM."""
+    accept = request.headers.get("accept", "").strip()
+    if not accept or accept in ("*/*", "multipart/related", "multipart/*"):
+        return
+    acceptable = False
+    for item in accept.split(","):
+        media, *params = [p.strip() for p in item.split(";")]
+        options = {
+            k.strip().lower(): v.strip().strip('"')
+            for k, _, v in (p.partition("=") for p in params)
+        }
+        if media not in ("multipart/related", "*/*", "multipart/*"):
+            continue
+        if options.get("type", "application/dicom") != "application/dicom":
+            continue
+        acceptable = True
+    if not acceptable:
+        raise InvalidQuery(
+            'only multipart/related; type="application/dicom" is served for retrieve'
+        )
+
+
+def _retrieve(
+    request: Request,
+    archive: Archive,
+    principal: Principal,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+) -> Response:
+    _check_accept(request)
+    found = archive.access.instances_for_read(
+        principal, "retrieve", study_uid, series_uid, sop_uid, transfer=True
+    )
+    boundary = new_boundary()
+    parts = [_part(archive, principal, inst) for inst in found]
+    return StreamingResponse(
+        multipart_stream(parts, "application/dicom", boundary),
+        media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
+    )
+
+
+def _part(
+    archive: Archive, principal: Principal, inst: StoredInstance
+) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        digest = hashlib.sha256()
+        with archive.blobs.open(inst.blob.key) as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+                yield chunk
+        if digest.hexdigest() != inst.blob.sha256:
+            archive.access.read_bytes(principal, inst)  # raises and raises the security alert
+            raise IntegrityError(f"instance {inst.sop_uid} failed its integrity check")
+
+    return chunks
+
+
+@router.get("/studies/{study_uid}")
+def retrieve_study(
+    request: Request, archive: ArchiveDep, principal: PrincipalDep, study_uid: str
+) -> Response:
+    return _retrieve(request, archive, principal, study_uid, None, None)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}")
+def retrieve_series(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+) -> Response:
+    return _retrieve(request, archive, principal, study_uid, series_uid, None)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
+def retrieve_instance(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+) -> Response:
+    return _retrieve(request, archive, principal, study_uid, series_uid, sop_uid)
+
+
+# -- metadata --------------------------------------------------------------------------------------
+
+
+def _metadata(
+    request: Request,
+    archive: Archive,
+    principal: Principal,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+) -> Response:
+    found = archive.access.instances_for_read(principal, "metadata", study_uid, series_uid, sop_uid)
+    base = _base_url(request)
+    return _json([dicom_json.metadata_json(i, base, json.loads(i.metadata_json)) for i in found])
+
+
+@router.get("/studies/{study_uid}/metadata")
+def study_metadata(
+    request: Request, archive: ArchiveDep, principal: PrincipalDep, study_uid: str
+) -> Response:
+    return _metadata(request, archive, principal, study_uid, None, None)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/metadata")
+def series_metadata(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+) -> Response:
+    return _metadata(request, archive, principal, study_uid, series_uid, None)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata")
+def instance_metadata(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+) -> Response:
+    return _metadata(request, archive, principal, study_uid, series_uid, sop_uid)
+
+
+# -- rendered and thumbnail ------------------------------------------------------------------------
+
+
+def _output(request: Request, accept_param: str | None) -> OutputFormat:
+    accept = (accept_param or request.headers.get("accept", "")).lower()
+    if "image/png" in accept and "image/jpeg" not in accept.split("image/png")[0]:
+        return OutputFormat.PNG
+    if not accept or "image/jpeg" in accept or "*/*" in accept or "image/*" in accept:
+        return OutputFormat.JPEG
+    raise InvalidQuery("rendered images are available as image/jpeg or image/png")
+
+
+def _window(value: str | None) -> Window | None:
+    if not value:
+        return None
+    parts = value.split(",")
+    try:
+        center, width = float(parts[0]), float(parts[1])
+    except (IndexError, ValueError):
+        raise InvalidQuery("window must be center,width[,function]") from None
+    if width < 1:
+        raise InvalidQuery("window width must be at least 1")
+    return Window(center=center, width=width)
+
+
+def _viewport(value: str | None, default: int | None) -> int | None:
+    if not value:
+        return default
+    try:
+        sizes = [int(v) for v in value.split(",")[:2] if v]
+    except ValueError:
+        raise InvalidQuery("viewport must be width,height") from None
+    if not sizes or min(sizes) < 1 or max(sizes) > _MAX_VIEWPORT:
+        raise InvalidQuery(f"viewport sides must be between 1 and {_MAX_VIEWPORT}")
+    return max(sizes)
+
+
+RenderParams = Annotated[str | None, Query()]
+
+
+def _rendered(
+    request: Request,
+    archive: Archive,
+    principal: Principal,
+    purpose: str,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    frame: int,
+    window: str | None,
+    viewport: str | None,
+    quality: int | None,
+    accept: str | None,
+    default_size: int | None,
+) -> Response:
+    output = _output(request, accept)
+    render_request = RenderRequest(
+        frame=frame,
+        window=_window(window),
+        max_size=_viewport(viewport, default_size),
+        output=output,
+        quality=quality if quality and 1 <= quality <= 100 else 90,
+    )
+    found = archive.access.instances_for_read(principal, purpose, study_uid, series_uid, sop_uid)
+    image = _representative(found)
+    body = archive.access.render(principal, image, render_request)
+    return Response(body, media_type=output.value)
+
+
+def _representative(found: list[StoredInstance]) -> StoredInstance:
+    """The image that stands for a study or series: the first one that has pixels."""
+    for inst in found:
+        if inst.rows:
+            return inst
+    return found[0]
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered")
+def instance_rendered(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    window: RenderParams = None,
+    viewport: RenderParams = None,
+    quality: int | None = None,
+    accept: RenderParams = None,
+) -> Response:
+    return _rendered(
+        request,
+        archive,
+        principal,
+        "rendered",
+        study_uid,
+        series_uid,
+        sop_uid,
+        1,
+        window,
+        viewport,
+        quality,
+        accept,
+        None,
+    )
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/rendered")
+def frame_rendered(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame: int,
+    window: RenderParams = None,
+    viewport: RenderParams = None,
+    quality: int | None = None,
+    accept: RenderParams = None,
+) -> Response:
+    if frame < 1:
+        raise InvalidQuery("frame numbers start at 1")
+    return _rendered(
+        request,
+        archive,
+        principal,
+        "rendered",
+        study_uid,
+        series_uid,
+        sop_uid,
+        frame,
+        window,
+        viewport,
+        quality,
+        accept,
+        None,
+    )
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail")
+def instance_thumbnail(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    viewport: RenderParams = None,
+    accept: RenderParams = None,
+) -> Response:
+    return _rendered(
+        request,
+        archive,
+        principal,
+        "thumbnail",
+        study_uid,
+        series_uid,
+        sop_uid,
+        1,
+        None,
+        viewport,
+        None,
+        accept,
+        _THUMBNAIL_SIZE,
+    )
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/thumbnail")
+def series_thumbnail(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    viewport: RenderParams = None,
+    accept: RenderParams = None,
+) -> Response:
+    return _rendered(
+        request,
+        archive,
+        principal,
+        "thumbnail",
+        study_uid,
+        series_uid,
+        None,
+        1,
+        None,
+        viewport,
+        None,
+        accept,
+        _THUMBNAIL_SIZE,
+    )
+
+
+@router.get("/studies/{study_uid}/thumbnail")
+def study_thumbnail(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    viewport: RenderParams = None,
+    accept: RenderParams = None,
+) -> Response:
+    return _rendered(
+        request,
+        archive,
+        principal,
+        "thumbnail",
+        study_uid,
+        None,
+        None,
+        1,
+        None,
+        viewport,
+        None,
+        accept,
+        _THUMBNAIL_SIZE,
+    )

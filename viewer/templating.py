@@ -1,0 +1,7 @@
+"""Jinja2 templates of the browser UI (Bokmål text)."""
+
+from pathlib import Path
+
+from fastapi.templating import Jinja2Templates
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
