@@ -106,9 +106,10 @@ def _require_identity(ds: Dataset) -> None:
         )
     media_sop = str(getattr(ds.file_meta, "MediaStorageSOPInstanceUID", "") or "")
     if media_sop and media_sop != str(ds.SOPInstanceUID):
-        raise InvalidObject(
-            "SOPInstanceUID differs from the file meta's Media Storage SOP Instance"
-        )
+        raise InvalidObject("SOPInstanceUID differs from the SOP Instance the sender announced")
+    media_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
+    if media_class and media_class != sop_class:
+        raise InvalidObject(f"SOPClassUID {sop_class} differs from the announced {media_class}")
     if not str(ds.get("PatientID", "") or "").strip():
         raise InvalidObject("PatientID is missing; an image without a patient cannot be filed")
 

@@ -14,12 +14,18 @@ log = logging.getLogger(__name__)
 
 
 def run(settings: Settings, *, dicom: bool, web: bool) -> int:
-    from viewer.app import create_app
-
     from dicom_node.server import DicomNode
+    from viewer.app import create_app
 
     archive = Archive(settings)
     archive.record_application_event("110120 Application Start")
+    if web and archive.index.user_count() == 0:
+        log.warning(
+            "no accounts yet: create one with `arkiv user add NAME --role clinician "
+            "--county %s --data %s`",
+            settings.county.value,
+            settings.data_dir,
+        )
     node = DicomNode(archive) if dicom else None
     try:
         if node is not None:

@@ -345,6 +345,10 @@ class Index:
             locked_until=found["locked_until"],
         )
 
+    def user_count(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(_users)).scalar_one())
+
     def get_session(self, token_hash: str, now: str) -> WebSession | None:
         stmt = select(_sessions).where(
             (_sessions.c.token_hash == token_hash) & (_sessions.c.expires_at > now)

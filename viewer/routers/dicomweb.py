@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -248,8 +249,8 @@ def _window(value: str | None) -> Window | None:
         center, width = float(parts[0]), float(parts[1])
     except (IndexError, ValueError):
         raise InvalidQuery("window must be center,width[,function]") from None
-    if width < 1:
-        raise InvalidQuery("window width must be at least 1")
+    if not (math.isfinite(center) and math.isfinite(width)) or width < 1:
+        raise InvalidQuery("window centre must be a number and width a number of at least 1")
     return Window(center=center, width=width)
 
 

@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make serve   – set up and start the archive on its embedded default (SQLite + files in ./arkiv-data)
+#   make test    – set up everything the tests need, then lint, type-check and run the whole suite
+# Both are safe to re-run; they install only what is missing.
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+ARGS ?=
+
+.PHONY: setup system-packages serve test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pip==26.0.1
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+system-packages:
+	.ci/install-system-packages
+
+serve: $(STAMP)
+	$(VENV)/bin/arkiv serve $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: system-packages $(STAMP) lint typecheck
+	$(VENV)/bin/pytest -ra
+
+bench: system-packages $(STAMP)
+	$(VENV)/bin/python -m bench.ingest $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
