@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pydicom.data
 import pytest
 from PIL import Image
 from pydicom import Dataset, dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate, get_frame
 from pydicom.pixels.utils import pixel_array
@@ -97,10 +97,14 @@ def route(request: pytest.FixtureRequest) -> Route:
     return ROUTES[request.param]
 
 
+_BUNDLED = Path(pydicom.data.__file__).parent / "test_files"
+
+
 def bundled(name: str) -> str:
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is not bundled with this pydicom")
+    """A test file shipped inside the pydicom package (never fetched from the network)."""
+    path = _BUNDLED / name
+    if not path.is_file():
+        pytest.fail(f"{name} is not bundled with the pinned pydicom")
     return str(path)
 
 
