@@ -69,7 +69,7 @@ class IngestService:
         key = blob_key(parsed, sha256)
         if not self._blobs.exists(key):
             try:
-                self._blobs.put(key, data)
+                self._blobs.put(key, data, sha256)
             except StorageError as exc:
                 raise ArchiveUnavailable(f"the object could not be stored: {exc}") from exc
         blob = BlobRef(key=key, size=len(data), sha256=sha256)

@@ -35,7 +35,7 @@ class StoredBlob:
 class BlobStore(Protocol):
     """The interface every blob store (filesystem, S3) offers to the core."""
 
-    def put(self, key: str, data: bytes) -> StoredBlob: ...
+    def put(self, key: str, data: bytes, sha256: str) -> StoredBlob: ...
 
     def open(self, key: str) -> BinaryIO: ...
 
@@ -79,9 +79,9 @@ class FileBlobStore:
     def _path(self, key: str) -> Path:
         return self._objects / validate_key(key)
 
-    def put(self, key: str, data: bytes) -> StoredBlob:
+    def put(self, key: str, data: bytes, sha256: str) -> StoredBlob:
+        """Write durably; `sha256` is the caller's digest of `data` (hashed once, at ingest)."""
         final = self._path(key)
-        digest = hashlib.sha256(data).hexdigest()
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ class FileBlobStore:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise BlobStoreUnavailable(f"cannot write blob {key}: {exc}") from exc
-        return StoredBlob(key=key, size=len(data), sha256=digest)
+        return StoredBlob(key=key, size=len(data), sha256=sha256)
 
     def open(self, key: str) -> BinaryIO:
         try:

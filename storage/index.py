@@ -425,6 +425,12 @@ class IndexTransaction:
 
     def _ensure_patient(self, new: NewInstance) -> int:
         p = new.patient
+        lookup = select(_patients.c.id).where(
+            (_patients.c.patient_id == p.patient_id) & (_patients.c.issuer == p.issuer)
+        )
+        found = self._conn.execute(lookup).scalar()
+        if found is not None:
+            return int(found)
         _insert_ignore(
             self._conn,
             _patients,
@@ -442,16 +448,14 @@ class IndexTransaction:
                 "created_at": new.received_at,
             },
         )
-        return int(
-            self._conn.execute(
-                select(_patients.c.id).where(
-                    (_patients.c.patient_id == p.patient_id) & (_patients.c.issuer == p.issuer)
-                )
-            ).scalar_one()
-        )
+        return int(self._conn.execute(lookup).scalar_one())
 
     def _ensure_study(self, new: NewInstance, patient_pk: int) -> int:
         s = new.study
+        lookup = select(_studies.c.id).where(_studies.c.study_uid == s.study_uid)
+        found = self._conn.execute(lookup).scalar()
+        if found is not None:
+            return int(found)
         _insert_ignore(
             self._conn,
             _studies,
@@ -468,14 +472,14 @@ class IndexTransaction:
                 "created_at": new.received_at,
             },
         )
-        return int(
-            self._conn.execute(
-                select(_studies.c.id).where(_studies.c.study_uid == s.study_uid)
-            ).scalar_one()
-        )
+        return int(self._conn.execute(lookup).scalar_one())
 
     def _ensure_series(self, new: NewInstance, study_pk: int) -> int:
         s = new.series
+        lookup = select(_series.c.id).where(_series.c.series_uid == s.series_uid)
+        found = self._conn.execute(lookup).scalar()
+        if found is not None:
+            return int(found)
         _insert_ignore(
             self._conn,
             _series,
@@ -489,11 +493,7 @@ class IndexTransaction:
                 "county": new.county,
             },
         )
-        return int(
-            self._conn.execute(
-                select(_series.c.id).where(_series.c.series_uid == s.series_uid)
-            ).scalar_one()
-        )
+        return int(self._conn.execute(lookup).scalar_one())
 
     def append_audit(self, event: NewAuditEvent, link: ChainLink) -> AuditEvent:
         """Append to the chain; the head row is locked so that appenders line up one by one."""
