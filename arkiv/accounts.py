@@ -8,6 +8,7 @@ while whichever names it tries. Every sign-in, failed or not, is an audit event.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import threading
@@ -109,6 +110,8 @@ class AccountService:
             raise TooManyAttempts(
                 f"too many failed sign-ins; try again in {wait} seconds", retry_after=wait
             )
+        if account is None:
+            self._burn_verification(password)  # unknown names take as long as wrong passwords
         if account is None or not self._password_matches(account, password):
             self._note_address_failure(address)
             if account is not None:
@@ -135,6 +138,10 @@ class AccountService:
         with self._lock:
             self._basic_cache[key] = (now, principal)
         return principal
+
+    def _burn_verification(self, password: str) -> None:
+        with contextlib.suppress(VerifyMismatchError, VerificationError, InvalidHashError):
+            self._hasher.verify(self._dummy_hash, password)
 
     def _password_matches(self, account: UserAccount, password: str) -> bool:
         try:

@@ -33,7 +33,6 @@ from storage.records import (
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _BULK_THRESHOLD = 1024
-_PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 
 STORAGE_SOP_CLASSES: frozenset[str] = frozenset(
     str(context.abstract_syntax) for context in AllStoragePresentationContexts
@@ -198,15 +197,11 @@ def _series(ds: Dataset) -> SeriesAttributes:
 def _metadata(ds: Dataset) -> dict[str, Any]:
     """DICOM JSON of the dataset without bulk data (PS3.18 F.2), as WADO-RS metadata serves it.
 
-    Large binary values are left out here; their place is marked so that a later bulk data route
-    can serve them by reference.
+    The dataset was read up to Pixel Data, so pixels are not in it. Other large binary values
+    are left out here; their place is marked so that a bulk data route can serve them by
+    reference.
     """
-    trimmed = Dataset()
-    for element in ds:
-        if element.tag in _PIXEL_TAGS:
-            continue
-        trimmed.add(element)
-    result: dict[str, Any] = trimmed.to_json_dict(
+    result: dict[str, Any] = ds.to_json_dict(
         bulk_data_threshold=_BULK_THRESHOLD, bulk_data_element_handler=_bulk_marker
     )
     return result

@@ -174,12 +174,14 @@ class RenderRequest:
     `frame` is 1-based as in DICOMweb and is checked against the object at
     render time (FrameOutOfRange).  `window` of None means the dataset's own
     window, else the full range of the frame.  `max_size` fits the picture
-    inside a square of that many pixels without enlarging it.
+    inside a square of that many pixels, `viewport` (width, height) inside
+    that rectangle; neither ever enlarges it.
     """
 
     frame: int = 1
     window: Window | None = None
     max_size: int | None = None
+    viewport: tuple[int, int] | None = None
     output: OutputFormat = OutputFormat.JPEG
     quality: int = 90
     invert: bool = False
@@ -189,6 +191,8 @@ class RenderRequest:
             raise ValueError(f"JPEG quality must be between 1 and 100, got {self.quality}")
         if self.max_size is not None and self.max_size < 1:
             raise ValueError(f"max_size must be at least 1 pixel, got {self.max_size}")
+        if self.viewport is not None and min(self.viewport) < 1:
+            raise ValueError(f"viewport sides must be at least 1 pixel, got {self.viewport}")
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,7 @@ def _render(ds: Dataset, request: RenderRequest, stream: BinaryIO | None) -> byt
     index = _check_renderable(ds, request.frame, stream)
     frame = _decode_frame(ds, index, stream)
     pixels = _display_pixels(frame, ds, index, request)
-    image = _fit(Image.fromarray(np.ascontiguousarray(pixels)), request.max_size)
+    image = _fit(Image.fromarray(np.ascontiguousarray(pixels)), request)
     return _encode(image, request, _icc_profile(ds))
 
 
@@ -716,12 +720,14 @@ def _inverted(pixels: Rgb8) -> Rgb8:
     return np.subtract(255, pixels, dtype=np.uint8)
 
 
-def _fit(image: Image.Image, max_size: int | None) -> Image.Image:
-    """Shrink to fit max_size × max_size; never enlarge, the browser can do that."""
-    if max_size is None:
-        return image
+def _fit(image: Image.Image, request: RenderRequest) -> Image.Image:
+    """Shrink to fit the square and the viewport asked for; never enlarge (the browser can)."""
     width, height = image.size
-    scale = max_size / max(width, height)
+    scale = 1.0
+    if request.max_size is not None:
+        scale = min(scale, request.max_size / max(width, height))
+    if request.viewport is not None:
+        scale = min(scale, request.viewport[0] / width, request.viewport[1] / height)
     if scale >= 1:
         return image
     size = (max(1, round(width * scale)), max(1, round(height * scale)))

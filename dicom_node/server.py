@@ -12,6 +12,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from arkiv.services import Archive
 from dicom_node.contexts import storage_contexts, verification_context
 from dicom_node.handlers import handle_connection_open, handle_echo, handle_store
+from dicom_node.transport import SharedContexts, install
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class DicomNode:
         ae.require_called_aet = True
         ae.require_calling_aet = []
         ae.supported_contexts = [verification_context(), *storage_contexts()]
+        self._contexts = SharedContexts(ae.supported_contexts)
+        install()
         self._ae = ae
         self._server: ThreadedAssociationServer | None = None
 
@@ -40,7 +43,9 @@ class DicomNode:
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [self._archive]),
         ]
-        self._server = self._ae.start_server((host, port), block=False, evt_handlers=handlers)
+        self._server = self._ae.start_server(
+            (host, port), block=False, evt_handlers=handlers, contexts=self._contexts
+        )
         log.info("DICOM node %s listening on %s:%d", self._ae.ae_title, host, port)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from arkiv.errors import (
@@ -64,6 +65,19 @@ def install(app: FastAPI) -> None:
             headers["WWW-Authenticate"] = 'Basic realm="arkiv", charset="UTF-8"'
         return JSONResponse({"reason": str(exc)}, status_code=status, headers=headers)
 
+    async def handle_validation(request: Request, exc: Exception) -> Response:
+        """Parameters FastAPI could not parse: the archive's own 400 with a readable reason."""
+        problems = exc.errors() if isinstance(exc, RequestValidationError) else []
+        parts = []
+        for problem in problems[:5]:
+            where = ".".join(str(p) for p in problem.get("loc", ()) if p not in ("query", "path"))
+            parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+        reason = "; ".join(parts) or "invalid request"
+        return JSONResponse(
+            {"reason": reason}, status_code=400, headers={"Cache-Control": "no-store"}
+        )
+
+    app.add_exception_handler(RequestValidationError, handle_validation)
     app.add_exception_handler(ArkivError, handle)
     app.add_exception_handler(RenderError, handle)
     app.add_exception_handler(StorageError, handle)

@@ -254,16 +254,17 @@ def _window(value: str | None) -> Window | None:
     return Window(center=center, width=width)
 
 
-def _viewport(value: str | None, default: int | None) -> int | None:
+def _viewport(value: str | None) -> tuple[int, int] | None:
+    """`viewport=width,height` (PS3.18 8.3.5.1.3); one side alone bounds both."""
     if not value:
-        return default
+        return None
     try:
-        sizes = [int(v) for v in value.split(",")[:2] if v]
+        sizes = [int(v) for v in value.split(",")[:2] if v.strip()]
     except ValueError:
         raise InvalidQuery("viewport must be width,height") from None
     if not sizes or min(sizes) < 1 or max(sizes) > _MAX_VIEWPORT:
         raise InvalidQuery(f"viewport sides must be between 1 and {_MAX_VIEWPORT}")
-    return max(sizes)
+    return (sizes[0], sizes[-1])
 
 
 RenderParams = Annotated[str | None, Query()]
@@ -288,7 +289,8 @@ def _rendered(
     render_request = RenderRequest(
         frame=frame,
         window=_window(window),
-        max_size=_viewport(viewport, default_size),
+        max_size=default_size,
+        viewport=_viewport(viewport),
         output=output,
         quality=quality if quality and 1 <= quality <= 100 else 90,
     )
