@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -27,6 +29,10 @@ from storage.index import Index
 from storage.records import BlobRef, NewConflict, NewInstance
 
 log = logging.getLogger(__name__)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class IngestOutcome(StrEnum):
@@ -55,30 +61,56 @@ def blob_key(parsed: ParsedObject, sha256: str) -> str:
 
 
 class IngestService:
+    """Runs the ingest path; safe to call from many threads at once.
+
+    Work that releases the GIL overlaps with work that holds it: the SHA-256 is computed while
+    the object is parsed, and the blob is written and fsynced while the index rows are prepared.
+    The transaction commits only once the blob is durable, so the order of the ingest path holds.
+    """
+
     def __init__(self, index: Index, blobs: BlobStore, audit: AuditLog, max_pixels: int) -> None:
         self._index = index
         self._blobs = blobs
         self._audit = audit
         self._max_pixels = max_pixels
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ingest-io")
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
 
     def ingest_dicom(self, data: bytes, actor: Actor) -> IngestResult:
         """Take one Part 10 object. Raises InvalidObject/UnsupportedObject (nothing stored) or
         ArchiveUnavailable (nothing acknowledged; a blob written may remain for fsck)."""
-        parsed = parse_part10(data, self._max_pixels)
-        sha256 = hashlib.sha256(data).hexdigest()
+        hashing = self._io.submit(_sha256, data)
+        try:
+            parsed = parse_part10(data, self._max_pixels)
+        finally:
+            sha256 = hashing.result()
         key = blob_key(parsed, sha256)
+        writing: Future[object] | None = None
         if not self._blobs.exists(key):
+            writing = self._io.submit(self._blobs.put, key, data, sha256)
+
+        def wait_durable() -> None:
+            if writing is None:
+                return
             try:
-                self._blobs.put(key, data, sha256)
+                writing.result()
             except StorageError as exc:
                 raise ArchiveUnavailable(f"the object could not be stored: {exc}") from exc
+
         blob = BlobRef(key=key, size=len(data), sha256=sha256)
         try:
-            return self._index_object(parsed, blob, actor)
+            return self._index_object(parsed, blob, actor, wait_durable)
         except (StorageError, AuditUnavailable) as exc:
             raise ArchiveUnavailable(f"the object could not be indexed: {exc}") from exc
+        finally:
+            if writing is not None:
+                wait([writing])
 
-    def _index_object(self, parsed: ParsedObject, blob: BlobRef, actor: Actor) -> IngestResult:
+    def _index_object(
+        self, parsed: ParsedObject, blob: BlobRef, actor: Actor, wait_durable: Callable[[], None]
+    ) -> IngestResult:
         received_at = now_iso()
         inst = parsed.instance
         source = f"{actor.kind}:{actor.name}@{actor.address}"
@@ -121,10 +153,12 @@ class IngestService:
                     )
                 )
                 self._audit.record_in(tx, stored_event())
+                wait_durable()
                 return self._result(IngestOutcome.STORED, parsed, "stored")
             if existing == blob.sha256:
                 description = "identical object already stored; nothing changed"
                 self._audit.record_in(tx, stored_event(description=description))
+                wait_durable()
                 return self._result(IngestOutcome.DUPLICATE, parsed, "already stored")
             tx.add_conflict(
                 NewConflict(
@@ -144,6 +178,7 @@ class IngestService:
             )
             details["existing_sha256"] = existing
             self._audit.record_in(tx, stored_event(Outcome.MINOR_FAILURE, message))
+            wait_durable()
         log.warning("conflicting object for %s kept for review (%s)", inst.sop_uid, blob.key)
         return self._result(IngestOutcome.CONFLICT, parsed, message)
 

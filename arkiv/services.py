@@ -47,4 +47,5 @@ class Archive:
         self.blobs.check()
 
     def close(self) -> None:
+        self.ingest.close()
         self.index.close()
