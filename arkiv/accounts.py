@@ -66,7 +66,7 @@ class AccountService:
         self._audit = audit
         self._settings = settings
         self._hasher = PasswordHasher()
-        self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+        self._dummy_hash: str | None = None
         self._lock = threading.Lock()
         self._address_failures: dict[str, list[float]] = {}
         self._basic_cache: dict[str, tuple[float, Principal]] = {}
@@ -140,6 +140,8 @@ class AccountService:
         return principal
 
     def _burn_verification(self, password: str) -> None:
+        if self._dummy_hash is None:  # made on first need: DICOM workers never sign anyone in
+            self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
         with contextlib.suppress(VerifyMismatchError, VerificationError, InvalidHashError):
             self._hasher.verify(self._dummy_hash, password)
 

@@ -29,6 +29,11 @@ def _network(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="web port (default 8000)")
     parser.add_argument("--dicom-port", type=int, help="DICOM port (default 11112)")
+    parser.add_argument(
+        "--dicom-workers",
+        type=int,
+        help="DICOM processes on the one port (default: two per core, up to 4)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text)
         _common(sub)
         _network(sub)
+
+    worker = commands.add_parser("dicom-worker", help=argparse.SUPPRESS)
+    worker.add_argument("--listen-fd", type=int, required=True)
+    worker.add_argument("--ready-fd", type=int, required=True)
 
     user = commands.add_parser("user", help="accounts")
     user_commands = user.add_subparsers(dest="user_command", required=True)
@@ -67,22 +76,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # pynetdicom logs every request at INFO: too much for a node taking thousands a day
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(
-            args.config,
-            data_dir=args.data_dir,
+            getattr(args, "config", None),
+            data_dir=getattr(args, "data_dir", None),
             host=getattr(args, "host", None),
             http_port=getattr(args, "http_port", None),
             dicom_port=getattr(args, "dicom_port", None),
+            dicom_workers=getattr(args, "dicom_workers", None),
         )
         return _dispatch(args, settings)
-    except (ConfigError, StorageError, ValueError) as exc:
+    except (ConfigError, StorageError, ValueError, OSError, RuntimeError) as exc:
         print(f"arkiv: {exc}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "dicom-worker":
+        from arkiv.runner import run_worker
+
+        return run_worker(settings, args.listen_fd, args.ready_fd)
     if args.command in ("serve", "dicom", "web"):
         from arkiv.runner import run
 

@@ -33,6 +33,8 @@ class Settings:
     dimse_timeout: float = 60.0
     network_timeout: float = 120.0
     max_associations: int = 16
+    dicom_workers: int = 0
+    """Processes accepting DICOM associations on one port; 0 means two per core, up to 4."""
     session_hours: float = 8.0
     login_max_failures: int = 5
     login_lockout_seconds: int = 30
@@ -42,6 +44,16 @@ class Settings:
     @property
     def index_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    @property
+    def dicom_process_count(self) -> int:
+        if self.dicom_workers > 0:
+            return self.dicom_workers
+        return max(1, min(2 * (os.cpu_count() or 1), 4))
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as `ARKIV_*` variables, so a child process loads exactly the same."""
+        return {f"{_ENV_PREFIX}{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
 
     @property
     def blob_dir(self) -> Path:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,9 +62,9 @@ def blob_key(parsed: ParsedObject, sha256: str) -> str:
 class IngestService:
     """Runs the ingest path; safe to call from many threads at once.
 
-    Work that releases the GIL overlaps with work that holds it: the SHA-256 is computed while
-    the object is parsed, and the blob is written and fsynced while the index rows are prepared.
-    The transaction commits only once the blob is durable, so the order of the ingest path holds.
+    The SHA-256 (which releases the GIL) is computed while the object is parsed. The blob is
+    durable before the index transaction begins, so the database's single writer slot is held
+    only for the index statements and the commit.
     """
 
     def __init__(self, index: Index, blobs: BlobStore, audit: AuditLog, max_pixels: int) -> None:
@@ -73,7 +72,7 @@ class IngestService:
         self._blobs = blobs
         self._audit = audit
         self._max_pixels = max_pixels
-        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ingest-io")
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-io")
 
     def close(self) -> None:
         self._io.shutdown(wait=True)
@@ -87,30 +86,18 @@ class IngestService:
         finally:
             sha256 = hashing.result()
         key = blob_key(parsed, sha256)
-        writing: Future[object] | None = None
         if not self._blobs.exists(key):
-            writing = self._io.submit(self._blobs.put, key, data, sha256)
-
-        def wait_durable() -> None:
-            if writing is None:
-                return
             try:
-                writing.result()
+                self._blobs.put(key, data, sha256)
             except StorageError as exc:
                 raise ArchiveUnavailable(f"the object could not be stored: {exc}") from exc
-
         blob = BlobRef(key=key, size=len(data), sha256=sha256)
         try:
-            return self._index_object(parsed, blob, actor, wait_durable)
+            return self._index_object(parsed, blob, actor)
         except (StorageError, AuditUnavailable) as exc:
             raise ArchiveUnavailable(f"the object could not be indexed: {exc}") from exc
-        finally:
-            if writing is not None:
-                wait([writing])
 
-    def _index_object(
-        self, parsed: ParsedObject, blob: BlobRef, actor: Actor, wait_durable: Callable[[], None]
-    ) -> IngestResult:
+    def _index_object(self, parsed: ParsedObject, blob: BlobRef, actor: Actor) -> IngestResult:
         received_at = now_iso()
         inst = parsed.instance
         source = f"{actor.kind}:{actor.name}@{actor.address}"
@@ -137,28 +124,27 @@ class IngestService:
                 details=details,
             )
 
+        new = NewInstance(
+            patient=parsed.patient,
+            study=parsed.study,
+            series=parsed.series,
+            instance=inst,
+            blob=blob,
+            county=actor.county,
+            source=source,
+            received_at=received_at,
+        )
+        hint = self._index.hint_for(new)
         with self._index.transaction() as tx:
-            existing = tx.instance_digest(inst.sop_uid)
+            existing = hint.existing_sha256
             if existing is None:
-                tx.add_instance(
-                    NewInstance(
-                        patient=parsed.patient,
-                        study=parsed.study,
-                        series=parsed.series,
-                        instance=inst,
-                        blob=blob,
-                        county=actor.county,
-                        source=source,
-                        received_at=received_at,
-                    )
-                )
-                self._audit.record_in(tx, stored_event())
-                wait_durable()
-                return self._result(IngestOutcome.STORED, parsed, "stored")
+                if tx.add_instance(new, hint):
+                    self._audit.record_in(tx, stored_event())
+                    return self._result(IngestOutcome.STORED, parsed, "stored")
+                existing = tx.instance_digest(inst.sop_uid) or ""  # another writer was first
             if existing == blob.sha256:
                 description = "identical object already stored; nothing changed"
                 self._audit.record_in(tx, stored_event(description=description))
-                wait_durable()
                 return self._result(IngestOutcome.DUPLICATE, parsed, "already stored")
             tx.add_conflict(
                 NewConflict(
@@ -178,7 +164,6 @@ class IngestService:
             )
             details["existing_sha256"] = existing
             self._audit.record_in(tx, stored_event(Outcome.MINOR_FAILURE, message))
-            wait_durable()
         log.warning("conflicting object for %s kept for review (%s)", inst.sop_uid, blob.key)
         return self._result(IngestOutcome.CONFLICT, parsed, message)
 

@@ -4,6 +4,8 @@ real modality needs (large PDUs, timeouts, TCP_NODELAY), bound to the archive's 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -12,6 +14,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from arkiv.services import Archive
 from dicom_node.contexts import storage_contexts, verification_context
 from dicom_node.handlers import handle_connection_open, handle_echo, handle_store
+from dicom_node.listener import open_listener, server_on
 from dicom_node.transport import SharedContexts, install
 
 log = logging.getLogger(__name__)
@@ -38,14 +41,26 @@ class DicomNode:
         self._server: ThreadedAssociationServer | None = None
 
     def start(self, host: str, port: int) -> None:
+        """Listen on host:port in this process alone."""
+        self.start_on(open_listener(host, port))
+
+    def start_on(self, listener: socket.socket) -> None:
+        """Accept associations on an already listening socket (shared with worker processes)."""
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, handle_connection_open),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, handle_store, [self._archive]),
         ]
-        self._server = self._ae.start_server(
-            (host, port), block=False, evt_handlers=handlers, contexts=self._contexts
+        server = self._ae.make_server(
+            listener.getsockname()[:2],
+            contexts=self._contexts,
+            evt_handlers=handlers,
+            server_class=server_on(listener),
         )
+        thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)
+        thread.start()
+        self._server = server
+        host, port = listener.getsockname()[:2]
         log.info("DICOM node %s listening on %s:%d", self._ae.ae_title, host, port)
 
     @property

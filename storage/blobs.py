@@ -72,9 +72,15 @@ class FileBlobStore:
         self._clean_tmp()
 
     def _clean_tmp(self) -> None:
-        """Partial writes from a crash never became visible; removing them loses nothing."""
+        """Remove partial writes of processes that are gone (a crash never made them visible).
+
+        Temporary names start with the writer's process id, so several processes sharing the
+        store (DICOM workers, a second node) never remove each other's writes in flight.
+        """
         for leftover in self._tmp.iterdir():
-            leftover.unlink(missing_ok=True)
+            owner = leftover.name.split("-", 1)[0]
+            if not owner.isdigit() or not _process_alive(int(owner)):
+                leftover.unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
         return self._objects / validate_key(key)
@@ -82,7 +88,7 @@ class FileBlobStore:
     def put(self, key: str, data: bytes, sha256: str) -> StoredBlob:
         """Write durably; `sha256` is the caller's digest of `data` (hashed once, at ingest)."""
         final = self._path(key)
-        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        tmp = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -126,7 +132,7 @@ class FileBlobStore:
 
     def check(self) -> None:
         """Readiness: the store can create and remove a file."""
-        probe = self._tmp / f"ready-{uuid.uuid4().hex}"
+        probe = self._tmp / f"{os.getpid()}-ready-{uuid.uuid4().hex}"
         try:
             probe.write_bytes(b"")
             probe.unlink()
@@ -148,3 +154,15 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -7,6 +7,11 @@ concurrent writers queue on the database lock instead of failing half-way with "
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,49 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from storage.errors import IndexUnavailable
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class WriterQueue:
+    """Lines up SQLite writers without SQLite's busy handler.
+
+    SQLite lets one writer in at a time; the others poll with sleeps that grow to 100 ms, which
+    starves a node receiving from several modalities at once. Writers of this process queue on a
+    lock, and processes sharing the database (DICOM workers) on an advisory file lock, both of
+    which wake the next writer the moment the lock is released.
+    """
+
+    def __init__(self, database: Path | None) -> None:
+        self._lock = threading.Lock()
+        self._path = database.with_name(database.name + ".writer-lock") if database else None
+        self._fd: int | None = None
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._lock:
+            if self._path is None:
+                yield
+                return
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o640)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other databases or in-memory SQLite)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix + ":memory:":
+        return None
+    return Path(url[len(prefix) :])
 
 
 def sqlite_url(data_dir: Path) -> str:

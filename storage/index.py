@@ -28,12 +28,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage import models
-from storage.database import WRITE_OPTION, create_index_engine, migrate
+from storage.database import (
+    WRITE_OPTION,
+    WriterQueue,
+    create_index_engine,
+    migrate,
+    sqlite_path,
+)
 from storage.errors import IndexUnavailable
 from storage.records import (
     AuditEvent,
     AuditQuery,
     BlobRef,
+    IndexHint,
     NewAuditEvent,
     NewConflict,
     NewInstance,
@@ -80,10 +87,12 @@ class Index:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine = create_index_engine(url)
+        self._writers = WriterQueue(sqlite_path(url))
         migrate(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
+        self._writers.close()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -100,6 +109,7 @@ class Index:
         """One atomic write: everything done through the yielded object commits or none of it."""
         try:
             with (
+                self._writers.turn(),
                 self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
                 conn.begin(),
             ):
@@ -110,6 +120,31 @@ class Index:
     def check(self) -> None:
         with self._read() as conn:
             conn.execute(text("SELECT 1"))
+
+    def hint_for(self, new: NewInstance) -> IndexHint:
+        """Read, without the write lock, what already exists for this object."""
+        with self._read() as conn:
+            existing = conn.execute(
+                select(_instances.c.sha256).where(_instances.c.sop_uid == new.instance.sop_uid)
+            ).scalar()
+            series_pk = conn.execute(
+                select(_series.c.id).where(_series.c.series_uid == new.series.series_uid)
+            ).scalar()
+            study_pk = conn.execute(
+                select(_studies.c.id).where(_studies.c.study_uid == new.study.study_uid)
+            ).scalar()
+            patient_pk = conn.execute(
+                select(_patients.c.id).where(
+                    (_patients.c.patient_id == new.patient.patient_id)
+                    & (_patients.c.issuer == new.patient.issuer)
+                )
+            ).scalar()
+        return IndexHint(
+            existing_sha256=existing,
+            patient_pk=patient_pk,
+            study_pk=study_pk,
+            series_pk=series_pk,
+        )
 
     # -- studies, series, instances ------------------------------------------------------------
 
@@ -378,29 +413,34 @@ class IndexTransaction:
         ).first()
         return None if row is None else str(row[0])
 
-    def add_instance(self, new: NewInstance) -> None:
-        patient_pk = self._ensure_patient(new)
-        study_pk = self._ensure_study(new, patient_pk)
-        series_pk = self._ensure_series(new, study_pk)
+    def add_instance(self, new: NewInstance, hint: IndexHint) -> bool:
+        """Index a new instance; False when another writer indexed this SOP Instance UID first.
+
+        Rows the hint found are not looked up again (rows are never deleted)."""
+        patient_pk = hint.patient_pk or self._ensure_patient(new)
+        study_pk = hint.study_pk or self._ensure_study(new, patient_pk)
+        series_pk = hint.series_pk or self._ensure_series(new, study_pk)
         inst = new.instance
-        self._conn.execute(
-            _instances.insert().values(
-                sop_uid=inst.sop_uid,
-                series_pk=series_pk,
-                sop_class_uid=inst.sop_class_uid,
-                instance_number=inst.instance_number,
-                transfer_syntax_uid=inst.transfer_syntax_uid,
-                rows=inst.rows,
-                columns=inst.columns,
-                frames=inst.frames,
-                blob_key=new.blob.key,
-                size=new.blob.size,
-                sha256=new.blob.sha256,
-                county=new.county,
-                source=new.source,
-                received_at=new.received_at,
-                metadata_json=inst.metadata_json,
-            )
+        return _insert_ignore(
+            self._conn,
+            _instances,
+            {
+                "sop_uid": inst.sop_uid,
+                "series_pk": series_pk,
+                "sop_class_uid": inst.sop_class_uid,
+                "instance_number": inst.instance_number,
+                "transfer_syntax_uid": inst.transfer_syntax_uid,
+                "rows": inst.rows,
+                "columns": inst.columns,
+                "frames": inst.frames,
+                "blob_key": new.blob.key,
+                "size": new.blob.size,
+                "sha256": new.blob.sha256,
+                "county": new.county,
+                "source": new.source,
+                "received_at": new.received_at,
+                "metadata_json": inst.metadata_json,
+            },
         )
 
     def add_conflict(self, conflict: NewConflict) -> bool:
