@@ -463,77 +463,62 @@ class IndexTransaction:
         )
         return inserted
 
+    def _ensure(self, table: Table, values: dict[str, Any], lookup: Any) -> int:
+        """The primary key of a row, inserting it first if no writer has yet (rows are only
+        ever added, so insert-or-ignore followed by a lookup is safe under concurrency)."""
+        _insert_ignore(self._conn, table, values)
+        return int(self._conn.execute(lookup).scalar_one())
+
     def _ensure_patient(self, new: NewInstance) -> int:
         p = new.patient
+        values = {
+            "patient_id": p.patient_id,
+            "issuer": p.issuer,
+            "name": p.name,
+            "name_key": name_key(p.name),
+            "birth_date": p.birth_date,
+            "sex": p.sex,
+            "id_kind": p.id_kind,
+            "id_valid": p.id_valid,
+            "id_problem": p.id_problem,
+            "county": new.county,
+            "created_at": new.received_at,
+        }
         lookup = select(_patients.c.id).where(
             (_patients.c.patient_id == p.patient_id) & (_patients.c.issuer == p.issuer)
         )
-        found = self._conn.execute(lookup).scalar()
-        if found is not None:
-            return int(found)
-        _insert_ignore(
-            self._conn,
-            _patients,
-            {
-                "patient_id": p.patient_id,
-                "issuer": p.issuer,
-                "name": p.name,
-                "name_key": name_key(p.name),
-                "birth_date": p.birth_date,
-                "sex": p.sex,
-                "id_kind": p.id_kind,
-                "id_valid": p.id_valid,
-                "id_problem": p.id_problem,
-                "county": new.county,
-                "created_at": new.received_at,
-            },
-        )
-        return int(self._conn.execute(lookup).scalar_one())
+        return self._ensure(_patients, values, lookup)
 
     def _ensure_study(self, new: NewInstance, patient_pk: int) -> int:
         s = new.study
+        values = {
+            "study_uid": s.study_uid,
+            "patient_pk": patient_pk,
+            "study_date": s.study_date,
+            "study_time": s.study_time,
+            "accession_number": s.accession_number,
+            "description": s.description,
+            "referring_physician": s.referring_physician,
+            "study_id": s.study_id,
+            "county": new.county,
+            "created_at": new.received_at,
+        }
         lookup = select(_studies.c.id).where(_studies.c.study_uid == s.study_uid)
-        found = self._conn.execute(lookup).scalar()
-        if found is not None:
-            return int(found)
-        _insert_ignore(
-            self._conn,
-            _studies,
-            {
-                "study_uid": s.study_uid,
-                "patient_pk": patient_pk,
-                "study_date": s.study_date,
-                "study_time": s.study_time,
-                "accession_number": s.accession_number,
-                "description": s.description,
-                "referring_physician": s.referring_physician,
-                "study_id": s.study_id,
-                "county": new.county,
-                "created_at": new.received_at,
-            },
-        )
-        return int(self._conn.execute(lookup).scalar_one())
+        return self._ensure(_studies, values, lookup)
 
     def _ensure_series(self, new: NewInstance, study_pk: int) -> int:
         s = new.series
+        values = {
+            "series_uid": s.series_uid,
+            "study_pk": study_pk,
+            "modality": s.modality,
+            "series_number": s.series_number,
+            "description": s.description,
+            "body_part": s.body_part,
+            "county": new.county,
+        }
         lookup = select(_series.c.id).where(_series.c.series_uid == s.series_uid)
-        found = self._conn.execute(lookup).scalar()
-        if found is not None:
-            return int(found)
-        _insert_ignore(
-            self._conn,
-            _series,
-            {
-                "series_uid": s.series_uid,
-                "study_pk": study_pk,
-                "modality": s.modality,
-                "series_number": s.series_number,
-                "description": s.description,
-                "body_part": s.body_part,
-                "county": new.county,
-            },
-        )
-        return int(self._conn.execute(lookup).scalar_one())
+        return self._ensure(_series, values, lookup)
 
     def append_audit(self, event: NewAuditEvent, link: ChainLink) -> AuditEvent:
         """Append to the chain; the head row is locked so that appenders line up one by one."""
