@@ -122,28 +122,36 @@ class Index:
             conn.execute(text("SELECT 1"))
 
     def hint_for(self, new: NewInstance) -> IndexHint:
-        """Read, without the write lock, what already exists for this object."""
+        """Read, without the write lock and in one round trip, what already exists for this
+        object."""
+        stmt = select(
+            select(_instances.c.sha256)
+            .where(_instances.c.sop_uid == new.instance.sop_uid)
+            .scalar_subquery()
+            .label("sha256"),
+            select(_patients.c.id)
+            .where(
+                (_patients.c.patient_id == new.patient.patient_id)
+                & (_patients.c.issuer == new.patient.issuer)
+            )
+            .scalar_subquery()
+            .label("patient_pk"),
+            select(_studies.c.id)
+            .where(_studies.c.study_uid == new.study.study_uid)
+            .scalar_subquery()
+            .label("study_pk"),
+            select(_series.c.id)
+            .where(_series.c.series_uid == new.series.series_uid)
+            .scalar_subquery()
+            .label("series_pk"),
+        )
         with self._read() as conn:
-            existing = conn.execute(
-                select(_instances.c.sha256).where(_instances.c.sop_uid == new.instance.sop_uid)
-            ).scalar()
-            series_pk = conn.execute(
-                select(_series.c.id).where(_series.c.series_uid == new.series.series_uid)
-            ).scalar()
-            study_pk = conn.execute(
-                select(_studies.c.id).where(_studies.c.study_uid == new.study.study_uid)
-            ).scalar()
-            patient_pk = conn.execute(
-                select(_patients.c.id).where(
-                    (_patients.c.patient_id == new.patient.patient_id)
-                    & (_patients.c.issuer == new.patient.issuer)
-                )
-            ).scalar()
+            row = conn.execute(stmt).one()
         return IndexHint(
-            existing_sha256=existing,
-            patient_pk=patient_pk,
-            study_pk=study_pk,
-            series_pk=series_pk,
+            existing_sha256=row.sha256,
+            patient_pk=row.patient_pk,
+            study_pk=row.study_pk,
+            series_pk=row.series_pk,
         )
 
     # -- studies, series, instances ------------------------------------------------------------
