@@ -134,14 +134,11 @@ class IngestService:
             source=source,
             received_at=received_at,
         )
-        hint = self._index.hint_for(new)
         with self._index.transaction() as tx:
-            existing = hint.existing_sha256
-            if existing is None:
-                if tx.add_instance(new, hint):
-                    self._audit.record_in(tx, stored_event())
-                    return self._result(IngestOutcome.STORED, parsed, "stored")
-                existing = tx.instance_digest(inst.sop_uid) or ""  # another writer was first
+            if tx.add_instance(new):
+                self._audit.record_in(tx, stored_event())
+                return self._result(IngestOutcome.STORED, parsed, "stored")
+            existing = tx.instance_digest(inst.sop_uid) or ""
             if existing == blob.sha256:
                 description = "identical object already stored; nothing changed"
                 self._audit.record_in(tx, stored_event(description=description))

@@ -9,6 +9,7 @@ patient, study or series row.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -40,7 +41,6 @@ from storage.records import (
     AuditEvent,
     AuditQuery,
     BlobRef,
-    IndexHint,
     NewAuditEvent,
     NewConflict,
     NewInstance,
@@ -81,6 +81,30 @@ def wildcard_to_like(pattern: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
+class KeyCache:
+    """Primary keys of patient, study and series rows this process has seen committed.
+
+    Rows are never deleted or re-keyed, so a cached key stays right; most objects join a study
+    and series that exist, and with their keys at hand the locked part of ingest inserts the
+    instance and the audit event and nothing else. Keys enter only after their transaction
+    committed, so a rolled-back insert never leaves a key to a row that does not exist.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._keys: dict[tuple[str, ...], int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> int | None:
+        return self._keys.get(key)
+
+    def add(self, entries: dict[tuple[str, ...], int]) -> None:
+        with self._lock:
+            if len(self._keys) + len(entries) > self._limit:
+                self._keys.clear()
+            self._keys.update(entries)
+
+
 class Index:
     """The index database behind a small interface."""
 
@@ -88,6 +112,7 @@ class Index:
         self.url = url
         self._engine: Engine = create_index_engine(url)
         self._writers = WriterQueue(sqlite_path(url))
+        self._keys = KeyCache()
         migrate(self._engine)
 
     def close(self) -> None:
@@ -111,48 +136,17 @@ class Index:
             with (
                 self._writers.turn(),
                 self._engine.connect().execution_options(**{WRITE_OPTION: True}) as conn,
-                conn.begin(),
             ):
-                yield IndexTransaction(conn)
+                tx = IndexTransaction(conn, self._keys)
+                with conn.begin():
+                    yield tx
+                self._keys.add(tx.new_keys)
         except SQLAlchemyError as exc:
             raise IndexUnavailable(f"index database write failed: {exc}") from exc
 
     def check(self) -> None:
         with self._read() as conn:
             conn.execute(text("SELECT 1"))
-
-    def hint_for(self, new: NewInstance) -> IndexHint:
-        """Read, without the write lock and in one round trip, what already exists for this
-        object."""
-        stmt = select(
-            select(_instances.c.sha256)
-            .where(_instances.c.sop_uid == new.instance.sop_uid)
-            .scalar_subquery()
-            .label("sha256"),
-            select(_patients.c.id)
-            .where(
-                (_patients.c.patient_id == new.patient.patient_id)
-                & (_patients.c.issuer == new.patient.issuer)
-            )
-            .scalar_subquery()
-            .label("patient_pk"),
-            select(_studies.c.id)
-            .where(_studies.c.study_uid == new.study.study_uid)
-            .scalar_subquery()
-            .label("study_pk"),
-            select(_series.c.id)
-            .where(_series.c.series_uid == new.series.series_uid)
-            .scalar_subquery()
-            .label("series_pk"),
-        )
-        with self._read() as conn:
-            row = conn.execute(stmt).one()
-        return IndexHint(
-            existing_sha256=row.sha256,
-            patient_pk=row.patient_pk,
-            study_pk=row.study_pk,
-            series_pk=row.series_pk,
-        )
 
     # -- studies, series, instances ------------------------------------------------------------
 
@@ -411,8 +405,10 @@ class Index:
 class IndexTransaction:
     """The writes available inside one atomic transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, keys: KeyCache) -> None:
         self._conn = conn
+        self._keys = keys
+        self.new_keys: dict[tuple[str, ...], int] = {}
 
     def instance_digest(self, sop_uid: str) -> str | None:
         """SHA-256 of the stored object under this SOP Instance UID, if any."""
@@ -421,13 +417,14 @@ class IndexTransaction:
         ).first()
         return None if row is None else str(row[0])
 
-    def add_instance(self, new: NewInstance, hint: IndexHint) -> bool:
-        """Index a new instance; False when another writer indexed this SOP Instance UID first.
-
-        Rows the hint found are not looked up again (rows are never deleted)."""
-        patient_pk = hint.patient_pk or self._ensure_patient(new)
-        study_pk = hint.study_pk or self._ensure_study(new, patient_pk)
-        series_pk = hint.series_pk or self._ensure_series(new, study_pk)
+    def add_instance(self, new: NewInstance) -> bool:
+        """Index a new instance; False when this SOP Instance UID is already indexed."""
+        patient_key = ("patient", new.patient.patient_id, new.patient.issuer)
+        study_key = ("study", new.study.study_uid)
+        series_key = ("series", new.series.series_uid)
+        patient_pk = self._keys.get(patient_key) or self._ensure_patient(new, patient_key)
+        study_pk = self._keys.get(study_key) or self._ensure_study(new, patient_pk, study_key)
+        series_pk = self._keys.get(series_key) or self._ensure_series(new, study_pk, series_key)
         inst = new.instance
         return _insert_ignore(
             self._conn,
@@ -471,13 +468,17 @@ class IndexTransaction:
         )
         return inserted
 
-    def _ensure(self, table: Table, values: dict[str, Any], lookup: Any) -> int:
+    def _ensure(
+        self, table: Table, values: dict[str, Any], lookup: Any, key: tuple[str, ...]
+    ) -> int:
         """The primary key of a row, inserting it first if no writer has yet (rows are only
         ever added, so insert-or-ignore followed by a lookup is safe under concurrency)."""
         _insert_ignore(self._conn, table, values)
-        return int(self._conn.execute(lookup).scalar_one())
+        pk = int(self._conn.execute(lookup).scalar_one())
+        self.new_keys[key] = pk
+        return pk
 
-    def _ensure_patient(self, new: NewInstance) -> int:
+    def _ensure_patient(self, new: NewInstance, key: tuple[str, ...]) -> int:
         p = new.patient
         values = {
             "patient_id": p.patient_id,
@@ -495,9 +496,9 @@ class IndexTransaction:
         lookup = select(_patients.c.id).where(
             (_patients.c.patient_id == p.patient_id) & (_patients.c.issuer == p.issuer)
         )
-        return self._ensure(_patients, values, lookup)
+        return self._ensure(_patients, values, lookup, key)
 
-    def _ensure_study(self, new: NewInstance, patient_pk: int) -> int:
+    def _ensure_study(self, new: NewInstance, patient_pk: int, key: tuple[str, ...]) -> int:
         s = new.study
         values = {
             "study_uid": s.study_uid,
@@ -512,9 +513,9 @@ class IndexTransaction:
             "created_at": new.received_at,
         }
         lookup = select(_studies.c.id).where(_studies.c.study_uid == s.study_uid)
-        return self._ensure(_studies, values, lookup)
+        return self._ensure(_studies, values, lookup, key)
 
-    def _ensure_series(self, new: NewInstance, study_pk: int) -> int:
+    def _ensure_series(self, new: NewInstance, study_pk: int, key: tuple[str, ...]) -> int:
         s = new.series
         values = {
             "series_uid": s.series_uid,
@@ -526,7 +527,7 @@ class IndexTransaction:
             "county": new.county,
         }
         lookup = select(_series.c.id).where(_series.c.series_uid == s.series_uid)
-        return self._ensure(_series, values, lookup)
+        return self._ensure(_series, values, lookup, key)
 
     def append_audit(self, event: NewAuditEvent, link: ChainLink) -> AuditEvent:
         """Append to the chain; the head row is locked so that appenders line up one by one."""

@@ -76,17 +76,6 @@ class NewInstance:
 
 
 @dataclass(frozen=True)
-class IndexHint:
-    """What the index already holds for a new object, read before the write lock is taken so
-    that the locked part of ingest does as little as possible. Opaque to the core."""
-
-    existing_sha256: str | None
-    patient_pk: int | None
-    study_pk: int | None
-    series_pk: int | None
-
-
-@dataclass(frozen=True)
 class NewConflict:
     """A different object that arrived under an SOP Instance UID already stored."""
 
