@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 INTRAORAL = "1.2.840.10008.5.1.4.1.1.1.3"
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -37,8 +37,8 @@ def make_dataset(spec: Spec) -> Dataset:
     """A small, valid 16-bit grey image with the given identity (a gradient plus noise)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = spec.sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = spec.sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = UID(spec.sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(spec.sop_uid)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SpecificCharacterSet = spec.charset
     ds.SOPClassUID = spec.sop_class
