@@ -90,7 +90,7 @@ class FileBlobStore:
         final = self._path(key)
         tmp = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            _make_durable_dirs(final.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
                 view = memoryview(data)
@@ -146,6 +146,19 @@ def sha256_of(handle: BinaryIO) -> str:
     for chunk in iter(lambda: handle.read(_CHUNK), b""):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+def _make_durable_dirs(directory: Path) -> None:
+    """Create missing directories and fsync each one's parent, so that a new study's folder
+    survives a power cut together with the object acknowledged inside it."""
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(folder.parent)
 
 
 def _fsync_dir(path: Path) -> None:
