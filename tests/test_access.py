@@ -7,6 +7,7 @@ import pytest
 from arkiv.audit import Actor
 from storage.errors import IndexUnavailable
 from storage.index import IndexTransaction
+from storage.records import AuditQuery
 from tests.conftest import RunningArchive
 from tests.dicom_factory import Spec, encode, make_dataset
 
@@ -42,3 +43,32 @@ def test_reads_fail_closed_when_the_audit_log_cannot_be_written(
 
     monkeypatch.undo()
     assert client.get(f"{instance}/metadata").status_code == 200
+
+
+def test_an_object_altered_on_disk_is_not_served_and_raises_an_alert(
+    running: RunningArchive,
+) -> None:
+    spec = Spec()
+    running.archive.ingest.ingest_dicom(encode(make_dataset(spec)), MODALITY)
+    [key] = list(running.archive.blobs.keys())
+    path = running.data_dir / "blobs" / "objects" / key
+    altered = bytearray(path.read_bytes())
+    altered[-10] ^= 0xFF  # one pixel changed behind the archive's back
+    path.write_bytes(bytes(altered))
+    client = running.add_user("tannlege")
+    instance = (
+        f"/dicom-web/studies/{spec.study_uid}/series/{spec.series_uid}/instances/{spec.sop_uid}"
+    )
+
+    rendered = client.get(f"{instance}/rendered")
+    assert rendered.status_code == 503
+    assert "integrity" in rendered.json()["reason"]
+
+    retrieved = client.get(instance)
+    assert retrieved.status_code == 503
+    assert "integrity" in retrieved.json()["reason"]
+
+    alerts = running.archive.index.find_audit_events(AuditQuery(event_id="110113"))
+    assert len(alerts) >= 2
+    assert all(alert.patient_ids == (spec.patient_id,) for alert in alerts)
+    assert all(alert.outcome == 8 for alert in alerts)
