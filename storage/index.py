@@ -41,6 +41,7 @@ from storage.records import (
     AuditEvent,
     AuditQuery,
     BlobRef,
+    IndexStatistics,
     NewAuditEvent,
     NewConflict,
     NewInstance,
@@ -303,6 +304,33 @@ class Index:
     def instance_count(self) -> int:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(_instances)).scalar_one())
+
+    def statistics(self) -> IndexStatistics:
+        def count(table: Table) -> Any:
+            return select(func.count()).select_from(table).scalar_subquery()
+
+        stmt = select(
+            count(_patients).label("patients"),
+            count(_studies).label("studies"),
+            count(_series).label("series"),
+            count(_instances).label("instances"),
+            count(_conflicts).label("conflicts"),
+            select(func.coalesce(func.sum(_instances.c.size), 0))
+            .scalar_subquery()
+            .label("stored_bytes"),
+            select(func.coalesce(func.max(_audit.c.seq), 0)).scalar_subquery().label("audit"),
+        )
+        with self._read() as conn:
+            row = conn.execute(stmt).one()
+        return IndexStatistics(
+            patients=int(row.patients),
+            studies=int(row.studies),
+            series=int(row.series),
+            instances=int(row.instances),
+            conflicts=int(row.conflicts),
+            stored_bytes=int(row.stored_bytes),
+            audit_events=int(row.audit),
+        )
 
     def conflict_count(self, sop_uid: str | None = None) -> int:
         stmt = select(func.count()).select_from(_conflicts)

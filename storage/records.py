@@ -239,3 +239,16 @@ class WebSession:
     username: str
     created_at: str
     expires_at: str
+
+
+@dataclass(frozen=True)
+class IndexStatistics:
+    """Counts for monitoring; no patient data."""
+
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    conflicts: int
+    stored_bytes: int
+    audit_events: int

@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from arkiv.services import Archive
 from viewer import errors
+from viewer.metrics import registry_for
 from viewer.routers import audit_api, auth, dicomweb, health, pages
 
 _STATIC = Path(__file__).parent / "static"
@@ -18,6 +19,7 @@ _STATIC = Path(__file__).parent / "static"
 def create_app(archive: Archive) -> FastAPI:
     app = FastAPI(title="arkiv", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.archive = archive
+    app.state.metrics = registry_for(archive)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(auth.router)
