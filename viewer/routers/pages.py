@@ -3,6 +3,7 @@ window/level and zoom, and the auditor's log search. National IDs are posted, ne
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import replace
 from typing import Annotated
@@ -66,7 +67,8 @@ def search(
         birth_date=birth or None,
         limit=200,
     )
-    studies = archive.access.search_studies(principal, query, "ui search")
+    asked = json.dumps({k: v for k, v in form.items() if v}, ensure_ascii=False, sort_keys=True)
+    studies = archive.access.search_studies(principal, query, f"ui patient search {asked}")
     patients: OrderedDict[str, list[StudySummary]] = OrderedDict()
     for study in studies:
         patients.setdefault(study.patient_id, []).append(study)
@@ -74,7 +76,9 @@ def search(
     if studies:
         uids = tuple(s.study_uid for s in studies)
         for item in archive.access.search_series(
-            principal, replace(StudyQuery(), study_uids=uids, limit=1000), "ui search series"
+            principal,
+            replace(StudyQuery(), study_uids=uids, limit=1000),
+            "ui series of the studies found",
         ):
             series.setdefault(item.study_uid, []).append(item)
     return templates.TemplateResponse(
