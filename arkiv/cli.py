@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fsck = commands.add_parser("fsck", help="consistency of the index and the blob store")
     _common(fsck)
+    fsck.add_argument(
+        "--repair", action="store_true", help="index complete objects a crash left unindexed"
+    )
     return parser
 
 
@@ -112,7 +115,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "audit":
             return _audit_verify(archive)
         if args.command == "fsck":
-            return _fsck(archive)
+            return _fsck(archive, args.repair)
     finally:
         archive.close()
     return 2
@@ -141,20 +144,23 @@ def _audit_verify(archive: Archive) -> int:
     return 1
 
 
-def _fsck(archive: Archive) -> int:
-    indexed = archive.index.blob_keys()
-    stored = set(archive.blobs.keys())
-    orphans = sorted(stored - indexed)
-    missing = sorted(indexed - stored)
-    for key in orphans:
-        print(f"unindexed object (left by an interrupted store, never acknowledged): {key}")
-    for key in missing:
-        print(f"MISSING object the index refers to: {key}")
+def _fsck(archive: Archive, repair: bool) -> int:
+    report = archive.consistency.check(repair=repair)
+    for key in report.unindexed:
+        if key in report.reindexed:
+            print(f"re-indexed (left unindexed by an interrupted store): {key}")
+        elif key in report.unrepairable:
+            print(f"CANNOT re-index {key}: {report.unrepairable[key]}")
+        else:
+            print(f"unindexed object (left by an interrupted store; --repair indexes it): {key}")
+    for key in report.missing:
+        print(f"MISSING object the index refers to (resend it from its source): {key}")
     print(
-        f"{len(stored)} objects, {len(indexed)} indexed, {len(orphans)} unindexed, "
-        f"{len(missing)} missing"
+        f"{report.objects} objects, {report.indexed} indexed, {len(report.unindexed)} unindexed"
+        f"{f' ({len(report.reindexed)} re-indexed)' if repair else ''}, "
+        f"{len(report.missing)} missing"
     )
-    return 1 if missing else 0
+    return 0 if report.healthy else 1
 
 
 if __name__ == "__main__":

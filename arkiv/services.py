@@ -10,6 +10,7 @@ from arkiv.access import AccessService
 from arkiv.accounts import AccountService
 from arkiv.audit import Actor, AuditLog, Event, EventType
 from arkiv.config import Settings
+from arkiv.consistency import ConsistencyService
 from arkiv.ingest import IngestService
 from storage.blobs import FileBlobStore
 from storage.errors import StorageError
@@ -29,6 +30,9 @@ class Archive:
         self.ingest = IngestService(self.index, self.blobs, self.audit, settings.max_pixels)
         self.access = AccessService(self.index, self.blobs, self.audit)
         self.accounts = AccountService(self.index, self.audit, settings)
+        self.consistency = ConsistencyService(
+            self.index, self.blobs, self.ingest, settings.county.value
+        )
 
     def system_actor(self) -> Actor:
         return Actor(name=self.settings.ae_title, kind="system", county=self.settings.county.value)
