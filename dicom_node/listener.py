@@ -49,9 +49,6 @@ def server_on(listener: socket.socket) -> type[ThreadedAssociationServer]:
     """A pynetdicom server class that accepts on `listener` instead of binding its own socket."""
 
     class InheritedSocketServer(ThreadedAssociationServer):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-
         def server_bind(self) -> None:
             if self.socket is not None:
                 self.socket.close()

@@ -19,6 +19,8 @@ from dicom_node.transport import SharedContexts, install
 
 log = logging.getLogger(__name__)
 
+_LISTEN_POLL_SECONDS = 0.02
+
 
 class DicomNode:
     """Start and stop the DICOM listener of one archive."""
@@ -39,13 +41,20 @@ class DicomNode:
         install()
         self._ae = ae
         self._server: ThreadedAssociationServer | None = None
+        self._stopping = threading.Event()
+        self._serving = threading.Event()
 
     def start(self, host: str, port: int) -> None:
         """Listen on host:port in this process alone."""
         self.start_on(open_listener(host, port))
 
     def start_on(self, listener: socket.socket) -> None:
-        """Accept associations on an already listening socket (shared with worker processes)."""
+        """Accept associations on a socket shared with the worker processes.
+
+        The socket may not be listening yet (the main process listens once every worker is
+        ready); a bound socket that does not listen polls as readable, so serving waits for
+        it to listen instead of spinning on failed accepts.
+        """
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, handle_connection_open),
             (evt.EVT_C_ECHO, handle_echo),
@@ -57,9 +66,16 @@ class DicomNode:
             evt_handlers=handlers,
             server_class=server_on(listener),
         )
-        thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)
-        thread.start()
         self._server = server
+
+        def serve() -> None:
+            while not _is_listening(listener):
+                if self._stopping.wait(_LISTEN_POLL_SECONDS):
+                    return
+            self._serving.set()
+            server.serve_forever()
+
+        threading.Thread(target=serve, name="dicom-acceptor", daemon=True).start()
         host, port = listener.getsockname()[:2]
         log.info("DICOM node %s listening on %s:%d", self._ae.ae_title, host, port)
 
@@ -70,6 +86,14 @@ class DicomNode:
         return int(self._server.server_address[1])
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()
+            if self._serving.is_set():
+                self._server.shutdown()
+            else:
+                self._server.server_close()
             self._server = None
+
+
+def _is_listening(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
