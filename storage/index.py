@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import (
@@ -570,53 +571,18 @@ class IndexTransaction:
         else:
             seq, prev = int(head["seq"]) + 1, str(head["hash"])
         digest = link(prev, seq, event)
-        self._conn.execute(
-            _audit.insert().values(
-                seq=seq,
-                recorded_at=event.recorded_at,
-                event_id=event.event_id,
-                event_name=event.event_name,
-                action=event.action,
-                outcome=event.outcome,
-                outcome_description=event.outcome_description,
-                actor=event.actor,
-                actor_kind=event.actor_kind,
-                actor_role=event.actor_role,
-                county=event.county,
-                source_address=event.source_address,
-                patient_ids=json.dumps(list(event.patient_ids)),
-                study_uids=json.dumps(list(event.study_uids)),
-                object_count=event.object_count,
-                query=event.query,
-                details=json.dumps(event.details, sort_keys=True),
-                prev_hash=prev,
-                hash=digest,
-            )
-        )
+        fields_of_event = {f.name: getattr(event, f.name) for f in fields(event)}
+        row = {
+            **fields_of_event,
+            "patient_ids": json.dumps(list(event.patient_ids)),
+            "study_uids": json.dumps(list(event.study_uids)),
+            "details": json.dumps(event.details, sort_keys=True),
+        }
+        self._conn.execute(_audit.insert().values(seq=seq, prev_hash=prev, hash=digest, **row))
         for patient_id in sorted(set(event.patient_ids)):
             self._conn.execute(_audit_patients.insert().values(seq=seq, patient_id=patient_id))
         self._conn.execute(update(_head).where(_head.c.chain == CHAIN).values(seq=seq, hash=digest))
-        return AuditEvent(
-            seq=seq,
-            recorded_at=event.recorded_at,
-            event_id=event.event_id,
-            event_name=event.event_name,
-            action=event.action,
-            outcome=event.outcome,
-            outcome_description=event.outcome_description,
-            actor=event.actor,
-            actor_kind=event.actor_kind,
-            actor_role=event.actor_role,
-            county=event.county,
-            source_address=event.source_address,
-            patient_ids=event.patient_ids,
-            study_uids=event.study_uids,
-            object_count=event.object_count,
-            query=event.query,
-            details=event.details,
-            prev_hash=prev,
-            hash=digest,
-        )
+        return AuditEvent(seq=seq, prev_hash=prev, hash=digest, **fields_of_event)
 
     # -- accounts and sessions -----------------------------------------------------------------
 
