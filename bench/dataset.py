@@ -36,6 +36,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from arkiv.identity import make_synthetic_national_id
+
 #: Bump when the generated content changes, so stale caches are not reused.
 FORMAT_VERSION = 1
 
@@ -136,27 +138,7 @@ class BenchDataset:
 # Identities
 
 
-def _local_synthetic_id(birth: dt.date, individual: int) -> str | None:
-    """Classic-rule synthetic number (month + 80); None where a check digit would be 10."""
-    digits = [
-        *divmod(birth.day, 10),
-        *divmod(birth.month + 80, 10),
-        *divmod(birth.year % 100, 10),
-        *(int(c) for c in f"{individual:03d}"),
-    ]
-    for weights in ((3, 7, 6, 1, 8, 9, 4, 5, 2), (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)):
-        check = -sum(w * d for w, d in zip(weights, digits, strict=True)) % 11
-        if check == 10:
-            return None
-        digits.append(check)
-    return "".join(map(str, digits))
-
-
 def _make_synthetic_id(birth: dt.date, individual: int) -> str | None:
-    try:
-        from arkiv.identity import make_synthetic_national_id
-    except ImportError:  # the archive's module is optional for the benchmark
-        return _local_synthetic_id(birth, individual)
     try:
         return make_synthetic_national_id(birth, individual)
     except ValueError:  # not issuable (check digit 10)
@@ -167,8 +149,7 @@ def synthetic_national_id(rng: random.Random) -> tuple[str, dt.date, str]:
     """A synthetic Norwegian national identity number (11 digits) with valid check digits.
 
     Synthetic test numbers have 80 added to the month, so they can never be a real person's.
-    Uses ``arkiv.identity.make_synthetic_national_id`` when available (same result as the local
-    fallback).  Returns ``(id, birth_date, sex)``; sex is only for the DICOM header.
+    Returns ``(id, birth_date, sex)``; sex is only for the DICOM header.
     """
     while True:
         birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 80 * 365))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from datetime import date
 from io import BytesIO
 from pathlib import Path
 
@@ -10,9 +12,19 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from arkiv.identity import make_synthetic_national_id
+
 INTRAORAL = "1.2.840.10008.5.1.4.1.1.1.3"
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 VL_PHOTO = "1.2.840.10008.5.1.4.1.1.77.1.4"
+
+
+def synthetic_national_id(birth: date, individual: int) -> str:
+    """A synthetic national ID (month + 80): the first issuable individual number from here."""
+    for candidate in range(individual, individual + 100):
+        with contextlib.suppress(ValueError):
+            return make_synthetic_national_id(birth, candidate)
+    raise AssertionError(f"no issuable synthetic number near {individual} for {birth}")
 
 
 @dataclass

@@ -26,10 +26,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from arkiv.audit import Actor
-from arkiv.identity import make_synthetic_national_id
 from storage.records import AuditEvent, AuditQuery
 from tests.conftest import PASSWORD, RunningArchive, _start_archive
-from tests.dicom_factory import Spec, encode, make_dataset
+from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
 
 QUERY = "110112"
 ACCESSED = "110103"
@@ -39,20 +38,12 @@ VESTFOLD_SENSOR = Actor(name="MODALITY", kind="dicom-ae", county="vestfold", add
 TELEMARK_SENSOR = Actor(name="TMSENSOR", kind="dicom-ae", county="telemark", address="127.0.0.1")
 
 
-def national_id(birth: date, individual: int) -> str:
-    """A synthetic national ID (month + 80): the first issuable individual number from here."""
-    for candidate in range(individual, individual + 100):
-        with contextlib.suppress(ValueError):
-            return make_synthetic_national_id(birth, candidate)
-    raise AssertionError(f"no issuable synthetic number near {individual} for {birth}")
-
-
-ASE = national_id(date(1961, 4, 12), 100)
-BJORN = national_id(date(1975, 9, 30), 200)
-OLA = national_id(date(1982, 2, 3), 300)
-KARI = national_id(date(1970, 1, 1), 400)
-ELI = national_id(date(1990, 6, 15), 150)
-SIRI = national_id(date(1961, 4, 12), 250)
+ASE = synthetic_national_id(date(1961, 4, 12), 100)
+BJORN = synthetic_national_id(date(1975, 9, 30), 200)
+OLA = synthetic_national_id(date(1982, 2, 3), 300)
+KARI = synthetic_national_id(date(1970, 1, 1), 400)
+ELI = synthetic_national_id(date(1990, 6, 15), 150)
+SIRI = synthetic_national_id(date(1961, 4, 12), 250)
 
 
 # -- the corpus ------------------------------------------------------------------------------------

@@ -23,10 +23,9 @@ from pydicom.uid import generate_uid
 from arkiv.accounts import Role
 from arkiv.audit import Actor
 from arkiv.counties import County
-from arkiv.identity import make_synthetic_national_id
 from storage.records import AuditEvent, AuditQuery
 from tests.conftest import PASSWORD, RunningArchive, _start_archive
-from tests.dicom_factory import Spec, encode, make_dataset
+from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 LOGIN = "110114"
@@ -36,17 +35,9 @@ AUDIT_LOG_USED = "110101"
 WRONG = "feil-passord-123"
 
 
-def national_id(birth: date, individual: int) -> str:
-    """A synthetic national ID (month + 80): the first issuable individual number from here."""
-    for candidate in range(individual, individual + 100):
-        with contextlib.suppress(ValueError):
-            return make_synthetic_national_id(birth, candidate)
-    raise AssertionError(f"no issuable synthetic number near {individual} for {birth}")
-
-
-ASE = national_id(date(1961, 4, 12), 100)
-BJORN = national_id(date(1975, 9, 30), 200)
-SIRI = national_id(date(1988, 11, 2), 300)
+ASE = synthetic_national_id(date(1961, 4, 12), 100)
+BJORN = synthetic_national_id(date(1975, 9, 30), 200)
+SIRI = synthetic_national_id(date(1988, 11, 2), 300)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
