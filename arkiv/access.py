@@ -2,26 +2,36 @@
 
 Every read of patient data goes through here, whatever adapter asked: the audit event is
 committed before any byte is returned, and if it cannot be written the read does not happen.
-A clinician sees the studies their own county owns; other roles read no images.
+What a principal may see is decided in `arkiv.authorization` and by their break-the-glass grants:
+their county's studies, plus every study of a patient they hold a grant for. Each event names the
+counties owning the data, so those counties' auditors see it.
+
+Frames, thumbnails and rendered images come in bursts (a viewer scrolling a series): the first such
+read of a series by a user in a window of `audit_group_seconds` is recorded, later ones in that
+window are covered by it. The fact of access is never lost, only its repetition.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from io import BytesIO
+from typing import Any
 
-from arkiv.accounts import Principal, Role
+from arkiv.accounts import Principal
 from arkiv.audit import AuditLog, Event, EventType, Outcome
-from arkiv.errors import ArchiveUnavailable, Forbidden, NotFound
+from arkiv.authorization import require_image_read, require_image_search
+from arkiv.break_glass import BreakGlassService
+from arkiv.errors import ArchiveUnavailable, NotFound
 from arkiv.rendering import RenderRequest, render
 from storage.blobs import BlobStore
 from storage.errors import BlobNotFound, StorageError
 from storage.index import Index
 from storage.records import (
-    AuditEvent,
-    AuditQuery,
     SeriesSummary,
     StoredInstance,
     StudyQuery,
@@ -37,57 +47,117 @@ class IntegrityError(ArchiveUnavailable):
     """Stored bytes no longer match the SHA-256 recorded at ingest."""
 
 
+GROUPED_PURPOSES = frozenset({"thumbnail", "rendered", "frames"})
+
+
+class AccessGroups:
+    """Remembers which (user, series, purpose) reads were recorded in the current window."""
+
+    def __init__(self, window_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self._window = max(1.0, window_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, ...], int] = {}
+
+    def first_in_window(self, key: tuple[str, ...]) -> bool:
+        bucket = int(self._clock() // self._window)
+        with self._lock:
+            if self._seen.get(key) == bucket:
+                return False
+            if len(self._seen) > 50_000:
+                self._seen = {k: b for k, b in self._seen.items() if b == bucket}
+            self._seen[key] = bucket
+            return True
+
+    def forget(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._seen.pop(key, None)
+
+    @property
+    def window_seconds(self) -> float:
+        return self._window
+
+
 class AccessService:
-    def __init__(self, index: Index, blobs: BlobStore, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        index: Index,
+        blobs: BlobStore,
+        audit: AuditLog,
+        break_glass: BreakGlassService,
+        group_seconds: float = 60.0,
+    ) -> None:
         self._index = index
         self._blobs = blobs
         self._audit = audit
+        self._break_glass = break_glass
+        self._groups = AccessGroups(group_seconds)
 
     # -- authorization ---------------------------------------------------------------------------
 
+    def _scoped(self, principal: Principal, query: StudyQuery) -> StudyQuery:
+        """Restrict a query to the principal's county and the patients they hold grants for."""
+        return replace(
+            query,
+            county=principal.county.value,
+            granted_patient_ids=self._break_glass.granted_patient_ids(principal),
+        )
+
     @staticmethod
-    def _scoped(principal: Principal, query: StudyQuery) -> StudyQuery:
-        """Restrict a query to what the principal may see; refuse roles that read no images."""
-        if principal.role is not Role.CLINICIAN:
-            raise Forbidden(f"the {principal.role.value} role does not give access to images")
-        return replace(query, county=principal.county.value)
+    def _reach(principal: Principal, counties: Iterable[str]) -> dict[str, Any]:
+        """Audit details marking data of another county, reached through a grant."""
+        foreign = sorted({c for c in counties if c != principal.county.value})
+        return {"break_glass": True, "foreign_counties": foreign} if foreign else {}
 
     # -- searches --------------------------------------------------------------------------------
 
     def search_studies(
         self, principal: Principal, query: StudyQuery, query_text: str
     ) -> list[StudySummary]:
+        require_image_search(principal)
         results = self._index.find_studies(self._scoped(principal, query))
-        self._audit_query(principal, query_text, [s.patient_id for s in results], "studies")
+        self._audit_query(principal, query_text, results, "studies")
         return results
 
     def search_series(
         self, principal: Principal, query: StudyQuery, query_text: str
     ) -> list[SeriesSummary]:
+        require_image_search(principal)
         results = self._index.find_series(self._scoped(principal, query))
-        self._audit_query(principal, query_text, [s.patient_id for s in results], "series")
+        self._audit_query(principal, query_text, results, "series")
         return results
 
     def search_instances(
         self, principal: Principal, query: StudyQuery, query_text: str
     ) -> list[StoredInstance]:
+        require_image_search(principal)
         results = self._index.find_instances(self._scoped(principal, query))
-        self._audit_query(principal, query_text, [i.patient_id for i in results], "instances")
+        self._audit_query(principal, query_text, results, "instances")
         return results
 
     def _audit_query(
-        self, principal: Principal, query_text: str, patient_ids: list[str], level: str
+        self,
+        principal: Principal,
+        query_text: str,
+        results: list[StudySummary] | list[SeriesSummary] | list[StoredInstance],
+        level: str,
     ) -> None:
-        distinct = sorted(set(patient_ids))
+        distinct = sorted({r.patient_id for r in results})
+        counties = {r.county for r in results}
         self._audit.record(
             Event(
                 EventType.QUERY,
                 "E",
                 principal.actor(),
                 patient_ids=tuple(distinct[:_MAX_PATIENTS_PER_EVENT]),
-                object_count=len(patient_ids),
+                object_count=len(results),
                 query=query_text,
-                details={"level": level, "patients_in_result": len(distinct)},
+                counties=tuple(sorted(counties)),
+                details={
+                    "level": level,
+                    "patients_in_result": len(distinct),
+                    **self._reach(principal, counties),
+                },
             )
         )
 
@@ -107,6 +177,7 @@ class AccessService:
         `purpose` names the read (metadata, retrieve, rendered, thumbnail) in the audit event;
         `transfer` marks reads that hand the objects themselves out of the archive.
         """
+        require_image_read(principal)
         query = StudyQuery(
             study_uids=(study_uid,),
             series_uids=(series_uid,) if series_uid else (),
@@ -115,7 +186,11 @@ class AccessService:
         )
         found = self._index.find_instances(self._scoped(principal, query))
         event_type = EventType.INSTANCES_TRANSFERRED if transfer else EventType.INSTANCES_ACCESSED
-        details = {"purpose": purpose, "series_uid": series_uid or "", "sop_uid": sop_uid or ""}
+        details: dict[str, Any] = {
+            "purpose": purpose,
+            "series_uid": series_uid or "",
+            "sop_uid": sop_uid or "",
+        }
         if not found:
             self._audit.record(
                 Event(
@@ -129,17 +204,30 @@ class AccessService:
                 )
             )
             raise NotFound("no such study, series or instance")
-        self._audit.record(
-            Event(
-                event_type,
-                "R",
-                principal.actor(),
-                patient_ids=tuple(sorted({i.patient_id for i in found})),
-                study_uids=tuple(sorted({i.study_uid for i in found})),
-                object_count=len(found),
-                details=details,
+        group: tuple[str, ...] | None = None
+        if purpose in GROUPED_PURPOSES:
+            group = (principal.username, principal.address, purpose, study_uid, series_uid or "")
+            if not self._groups.first_in_window(group):
+                return found  # this series was recorded for this user in the current window
+            details["grouped_seconds"] = int(self._groups.window_seconds)
+        counties = {i.county for i in found}
+        try:
+            self._audit.record(
+                Event(
+                    event_type,
+                    "R",
+                    principal.actor(),
+                    patient_ids=tuple(sorted({i.patient_id for i in found})),
+                    study_uids=tuple(sorted({i.study_uid for i in found})),
+                    object_count=len(found),
+                    counties=tuple(sorted(counties)),
+                    details={**details, **self._reach(principal, counties)},
+                )
             )
-        )
+        except Exception:
+            if group is not None:
+                self._groups.forget(group)  # not recorded, so the next read must try again
+            raise
         return found
 
     def read_bytes(self, principal: Principal, instance: StoredInstance) -> bytes:
@@ -175,26 +263,7 @@ class AccessService:
                 patient_ids=(instance.patient_id,),
                 study_uids=(instance.study_uid,),
                 object_count=1,
+                counties=(instance.county,),
                 details={"sop_uid": instance.sop_uid, "blob_key": instance.blob.key},
             )
         )
-
-    # -- the audit log itself --------------------------------------------------------------------
-
-    def audit_events(
-        self, principal: Principal, query: AuditQuery, query_text: str
-    ) -> list[AuditEvent]:
-        """Auditors read their county's log; reading it is itself an audit event."""
-        if principal.role is not Role.AUDITOR:
-            raise Forbidden("only auditors may read the audit log")
-        scoped = replace(query, county=principal.county.value)
-        self._audit.record(
-            Event(
-                EventType.AUDIT_LOG_USED,
-                "R",
-                principal.actor(),
-                patient_ids=(query.patient_id,) if query.patient_id else (),
-                query=query_text,
-            )
-        )
-        return self._index.find_audit_events(scoped)

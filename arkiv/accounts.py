@@ -13,7 +13,7 @@ import hashlib
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -24,15 +24,26 @@ from arkiv.audit import Actor, AuditLog, Event, EventType, Outcome
 from arkiv.clock import iso, iso_in, now_iso, utc_now
 from arkiv.config import Settings
 from arkiv.counties import County
-from arkiv.errors import AuthenticationFailed, TooManyAttempts
+from arkiv.errors import AuthenticationFailed, Forbidden, TooManyAttempts
 from storage.index import Index
 from storage.records import UserAccount, WebSession
 
 
 class Role(StrEnum):
     CLINICIAN = "clinician"
+    """Reads the images of the patients their county owns (others only by breaking the glass)."""
     AUDITOR = "auditor"
+    """Reads their county's audit log (personvernombud)."""
+    JOINT_AUDITOR = "joint-auditor"
+    """Reads the audit log of all three counties (the joint data protection officer)."""
     ADMIN = "admin"
+    """Manages users, peers and configuration; no access to images."""
+    SERVICE = "service"
+    """A DICOMweb client (another system) limited to its scopes and its county."""
+
+
+SERVICE_SCOPES = frozenset({"search", "retrieve", "store"})
+"""What a service account may be granted: QIDO-RS searches, WADO-RS reads, STOW-RS stores."""
 
 
 @dataclass(frozen=True)
@@ -43,21 +54,54 @@ class Principal:
     role: Role
     county: County
     address: str = ""
+    scopes: frozenset[str] = frozenset()
+    auth_method: str = "password"
+    hpr_number: str = ""
 
     def actor(self) -> Actor:
         return Actor(
             name=self.username,
-            kind="user",
+            kind="service" if self.role is Role.SERVICE else "user",
             county=self.county.value,
             address=self.address,
             role=self.role.value,
         )
+
+    def at(self, address: str) -> Principal:
+        return replace(self, address=address)
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """What a valid session cookie stands for: who, and the token its forms must carry."""
+
+    principal: Principal
+    csrf_token: str
+    auth_method: str
+
+
+def _principal(account: UserAccount, address: str, auth_method: str = "password") -> Principal:
+    return Principal(
+        username=account.username,
+        role=Role(account.role),
+        county=County(account.county),
+        address=address,
+        scopes=frozenset(account.scopes),
+        auth_method=auth_method,
+        hpr_number=account.hpr_number or "",
+    )
+
+
+def pid_digest(pid: str) -> str:
+    """A user's national ID is kept only as this digest, enough to link an OIDC sign-in."""
+    return hashlib.sha256(f"arkiv-user-pid\0{pid.strip()}".encode()).hexdigest()
 
 
 _ADDRESS_WINDOW = 300.0
 _ADDRESS_LIMIT = 20
 _BASIC_CACHE_SECONDS = 60.0
 _MAX_LOCK_SECONDS = 3600
+_TOUCH_SECONDS = 15.0
 
 
 class AccountService:
@@ -73,22 +117,68 @@ class AccountService:
 
     # -- accounts --------------------------------------------------------------------------------
 
-    def add_user(self, username: str, password: str, role: Role, county: County) -> None:
+    def add_user(
+        self,
+        username: str,
+        password: str | None,
+        role: Role,
+        county: County,
+        *,
+        display_name: str = "",
+        hpr_number: str | None = None,
+        pid: str | None = None,
+        scopes: frozenset[str] = frozenset(),
+    ) -> None:
+        """Create an account. Without a password it can only sign in through OpenID Connect."""
         if not username or len(username) > 64 or not username.isprintable() or " " in username:
             raise ValueError("user name must be 1 to 64 printable characters without spaces")
-        if len(password) < 10:
+        if password is not None and len(password) < 10:
             raise ValueError("password must be at least 10 characters")
+        if password is None and not (hpr_number or pid):
+            raise ValueError("an account without a password needs an HPR number or national ID")
+        if hpr_number is not None and not (hpr_number.isdigit() and 1 <= len(hpr_number) <= 16):
+            raise ValueError("HPR number must be digits only")
+        unknown = set(scopes) - SERVICE_SCOPES
+        if unknown:
+            raise ValueError(f"unknown scopes {sorted(unknown)}; use {sorted(SERVICE_SCOPES)}")
+        if scopes and role is not Role.SERVICE:
+            raise ValueError("only service accounts have scopes")
+        if role is Role.SERVICE and not scopes:
+            raise ValueError("a service account needs at least one scope")
         account = UserAccount(
             username=username,
-            password_hash=self._hasher.hash(password),
+            password_hash=self._hasher.hash(password) if password is not None else "!",
             role=role.value,
             county=county.value,
             failed_logins=0,
             locked_until=None,
+            display_name=display_name,
+            hpr_number=hpr_number or None,
+            pid_sha256=pid_digest(pid) if pid else None,
+            scopes=tuple(sorted(scopes)),
         )
         with self._index.transaction() as tx:
             if not tx.add_user(account, now_iso()):
-                raise ValueError(f"user {username!r} already exists")
+                raise ValueError(
+                    f"user {username!r}, or an account with that HPR number or national ID, "
+                    "already exists"
+                )
+
+    def disable_user(self, username: str, by: Principal | None = None) -> None:
+        """Disable an account and end all its sessions at once."""
+        with self._index.transaction() as tx:
+            if not tx.set_disabled(username, True):
+                raise ValueError(f"no user {username!r}")
+        self._basic_cache.clear()
+        if by is not None:
+            self._audit.record(
+                Event(
+                    EventType.SECURITY_ALERT,
+                    "U",
+                    by.actor(),
+                    details={"subtype": "user disabled", "user": username},
+                )
+            )
 
     # -- sign-in ---------------------------------------------------------------------------------
 
@@ -104,6 +194,10 @@ class AccountService:
             address=address,
             role=account.role if account else "",
         )
+        if account is not None and account.disabled:
+            self._burn_verification(password)
+            self._audit_login(actor, Outcome.SERIOUS_FAILURE, "account is disabled")
+            raise AuthenticationFailed("wrong user name or password")
         if account is not None and account.locked_until and account.locked_until > now_iso():
             wait = _seconds_until(account.locked_until)
             self._audit_login(actor, Outcome.SERIOUS_FAILURE, "account locked after failures")
@@ -123,7 +217,37 @@ class AccountService:
             if self._hasher.check_needs_rehash(account.password_hash):
                 tx.set_password(account.username, self._hasher.hash(password))
         self._audit_login(actor, Outcome.SUCCESS, "")
-        return Principal(account.username, Role(account.role), County(account.county), address)
+        return _principal(account, address)
+
+    def authenticate_external(
+        self,
+        hpr_number: str | None,
+        pid: str | None,
+        address: str,
+        details: dict[str, str],
+    ) -> Principal:
+        """An OpenID Connect sign-in: the provider vouched for the person, we pick the account.
+
+        The account is found by HPR number, else by national ID; the person must have been given
+        an account (role and county) by an administrator. `details` (issuer, subject, token id,
+        client) go into the audit event, never the national ID itself.
+        """
+        account = self._index.find_user_by_identity(hpr_number, pid_digest(pid) if pid else None)
+        name = account.username if account else (f"hpr:{hpr_number}" if hpr_number else "oidc")
+        actor = Actor(
+            name=name,
+            kind="user",
+            county=account.county if account else self._settings.county.value,
+            address=address,
+            role=account.role if account else "",
+        )
+        audit_details = {**details, "method": "oidc", "hpr_number": hpr_number or ""}
+        if account is None or account.disabled:
+            why = "no account for this identity" if account is None else "account is disabled"
+            self._audit_login(actor, Outcome.SERIOUS_FAILURE, why, audit_details)
+            raise Forbidden(f"signed in at the identity provider, but {why} in the archive")
+        self._audit_login(actor, Outcome.SUCCESS, "", audit_details)
+        return _principal(account, address, auth_method="oidc")
 
     def authenticate_basic(self, username: str, password: str, address: str) -> Principal:
         """HTTP Basic for API clients: the full check once a minute per credential, not per call."""
@@ -132,8 +256,7 @@ class AccountService:
         with self._lock:
             cached = self._basic_cache.get(key)
         if cached is not None and now - cached[0] < _BASIC_CACHE_SECONDS:
-            p = cached[1]
-            return Principal(p.username, p.role, p.county, address)
+            return cached[1].at(address)
         principal = self.authenticate(username, password, address)
         with self._lock:
             self._basic_cache[key] = (now, principal)
@@ -181,7 +304,13 @@ class AccountService:
         with self._lock:
             self._address_failures.setdefault(address, []).append(time.monotonic())
 
-    def _audit_login(self, actor: Actor, outcome: int, description: str) -> None:
+    def _audit_login(
+        self,
+        actor: Actor,
+        outcome: int,
+        description: str,
+        details: dict[str, str] | None = None,
+    ) -> None:
         self._audit.record(
             Event(
                 EventType.USER_AUTHENTICATION,
@@ -189,36 +318,62 @@ class AccountService:
                 actor,
                 outcome=outcome,
                 outcome_description=description,
-                details={"subtype": "110122 Login"},
+                details={"subtype": "110122 Login", **(details or {})},
             )
         )
 
     # -- sessions --------------------------------------------------------------------------------
 
     def open_session(self, principal: Principal) -> str:
-        """A new random session token; only its hash is stored."""
+        """A new random session token (a fresh one at every sign-in); only its hash is stored."""
         token = secrets.token_urlsafe(32)
-        hours = self._settings.session_hours
+        now = utc_now()
         with self._index.transaction() as tx:
             tx.purge_sessions(now_iso())
             tx.add_session(
                 WebSession(
                     token_hash=_token_hash(token),
                     username=principal.username,
-                    created_at=now_iso(),
-                    expires_at=iso(utc_now() + timedelta(hours=hours)),
+                    created_at=iso(now),
+                    expires_at=iso(now + timedelta(hours=self._settings.session_hours)),
+                    last_seen_at=iso(now),
+                    csrf_token=secrets.token_urlsafe(32),
+                    auth_method=principal.auth_method,
                 )
             )
         return token
 
-    def session_principal(self, token: str, address: str) -> Principal | None:
-        session = self._index.get_session(_token_hash(token), now_iso())
+    def session(self, token: str, address: str) -> SessionState | None:
+        """The session behind a cookie, if it is alive: not expired, not idle, account enabled.
+
+        Each use moves the idle deadline on (written at most every `_TOUCH_SECONDS`).
+        """
+        token_hash = _token_hash(token)
+        now = utc_now()
+        session = self._index.get_session(token_hash, iso(now))
         if session is None:
             return None
-        account = self._index.get_user(session.username)
-        if account is None:
+        idle = timedelta(minutes=self._settings.session_idle_minutes)
+        last_seen = _parse(session.last_seen_at or session.created_at)
+        if now - last_seen > idle:
+            with self._index.transaction() as tx:
+                tx.delete_session(token_hash)
             return None
-        return Principal(account.username, Role(account.role), County(account.county), address)
+        account = self._index.get_user(session.username)
+        if account is None or account.disabled:
+            return None
+        if (now - last_seen).total_seconds() > _TOUCH_SECONDS:
+            with self._index.transaction() as tx:
+                tx.touch_session(token_hash, iso(now))
+        return SessionState(
+            _principal(account, address, session.auth_method),
+            session.csrf_token,
+            session.auth_method,
+        )
+
+    def session_principal(self, token: str, address: str) -> Principal | None:
+        state = self.session(token, address)
+        return None if state is None else state.principal
 
     def close_session(self, token: str, principal: Principal) -> None:
         with self._index.transaction() as tx:
@@ -237,6 +392,9 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _parse(moment: str) -> datetime:
+    return datetime.strptime(moment, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=utc_now().tzinfo)
+
+
 def _seconds_until(moment: str) -> int:
-    target = datetime.strptime(moment, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=utc_now().tzinfo)
-    return max(1, int((target - utc_now()).total_seconds()) + 1)
+    return max(1, int((_parse(moment) - utc_now()).total_seconds()) + 1)

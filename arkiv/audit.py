@@ -82,6 +82,8 @@ class Event:
     object_count: int = 0
     query: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    counties: tuple[str, ...] = ()
+    """Counties owning the data touched; the actor's county is always added."""
 
 
 def canonical_bytes(seq: int, prev_hash: str, event: NewAuditEvent | AuditEvent) -> bytes:
@@ -106,6 +108,8 @@ def canonical_bytes(seq: int, prev_hash: str, event: NewAuditEvent | AuditEvent)
         "query": event.query,
         "details": event.details,
     }
+    if event.counties:  # absent from events written before counties were recorded
+        document["counties"] = list(event.counties)
     return json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode(
         "utf-8"
     )
@@ -133,6 +137,7 @@ def _to_record(event: Event) -> NewAuditEvent:
         object_count=event.object_count,
         query=event.query,
         details=dict(event.details),
+        counties=tuple(sorted({event.actor.county, *(c for c in event.counties if c)})),
     )
 
 

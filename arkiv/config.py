@@ -5,9 +5,10 @@ command-line flags. With nothing given, the embedded default runs: SQLite and fi
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,38 @@ from arkiv.counties import County, parse_county
 
 class ConfigError(ValueError):
     """A setting has a value the archive cannot use; the message names the setting."""
+
+
+DICOM_SERVICES = frozenset({"echo", "store", "find", "move", "get", "commit"})
+"""What a configured DICOM peer may be allowed to do."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A DICOM node the archive knows: who it is, where it is, which county owns what it sends.
+
+    `host` is the address associations from this AE must come from (empty: any address); `port`
+    is where the archive reaches it for C-MOVE and storage commitment.
+    """
+
+    ae_title: str
+    county: County
+    host: str = ""
+    port: int = 0
+    services: frozenset[str] = frozenset({"echo", "store"})
+
+    def allows(self, service: str) -> bool:
+        return service in self.services
+
+
+DEFAULT_BREAK_GLASS_REASONS: dict[str, str] = {
+    "akutt": "Akutt behandling",
+    "henvisning": "Pasienten er henvist til oss fra en annen fylkeskommune",
+    "flytting": "Pasienten har flyttet og behandles nå hos oss",
+    "vurdering": "Faglig vurdering på forespørsel fra behandlende tannlege",
+}
+"""Break-the-glass reason templates (code → the text a patient is shown), as in Helse Vest's
+beslutningsmaler: a fixed reason the auditor and the patient can read, plus optional free text."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +69,52 @@ class Settings:
     dicom_workers: int = 0
     """Processes accepting DICOM associations on one port; 0 means two per core, up to 4."""
     session_hours: float = 8.0
+    """Absolute lifetime of a web session."""
+    session_idle_minutes: float = 30.0
+    """A session unused this long ends."""
+    secure_cookies: bool = True
+    """Session cookies as `__Host-` with Secure (browsers accept that on loopback too); switch off
+    only for plain-HTTP test clients that are not browsers."""
+    web_tls_cert: str = ""
+    web_tls_key: str = ""
+    """PEM files: with both set the web app speaks HTTPS only and sends HSTS."""
+    break_glass_minutes: int = 240
+    break_glass_reasons: dict[str, str] = field(
+        default_factory=lambda: dict(DEFAULT_BREAK_GLASS_REASONS)
+    )
+    oidc_issuer: str = ""
+    """OpenID Connect sign-in (HelseID or another provider) is offered when this is set."""
+    oidc_client_id: str = ""
+    oidc_private_key_file: str = ""
+    """PEM private key for `private_key_jwt` client authentication."""
+    oidc_redirect_uri: str = ""
+    oidc_scopes: str = (
+        "openid profile helseid://scopes/identity/pid helseid://scopes/hpr/hpr_number"
+    )
+    oidc_pid_claim: str = "helseid://claims/identity/pid"
+    oidc_hpr_claim: str = "helseid://claims/hpr/hpr_number"
+    oidc_ca_file: str = ""
+    """CA bundle trusted for the provider's TLS certificate (empty: the system's)."""
+    audit_group_seconds: int = 60
+    """Frame and thumbnail reads of one series by one user are one audit event per this window."""
+    audit_checkpoint_minutes: float = 60.0
+    audit_signing_key_file: str = ""
+    """Ed25519 key that signs audit checkpoints; empty means `audit-signing-key.pem` in data_dir."""
+    audit_syslog_host: str = ""
+    """Forward every audit event to this syslog receiver (RFC 5424 over TLS, RFC 5425)."""
+    audit_syslog_port: int = 6514
+    audit_syslog_ca_file: str = ""
+    audit_syslog_cert_file: str = ""
+    audit_syslog_key_file: str = ""
+    review_volume_threshold: int = 50
+    """A user who opens more distinct patients than this in a day is listed for review."""
+    peers: tuple[Peer, ...] = ()
+    dicom_require_known_peers: bool = False
+    """Production: refuse associations from AEs not in `peers` (embedded default: accept any)."""
+    dicom_tls_cert: str = ""
+    dicom_tls_key: str = ""
+    dicom_tls_ca: str = ""
+    """With cert and key the DICOM port speaks TLS only; with a CA, peers must show certificates."""
     login_max_failures: int = 5
     login_lockout_seconds: int = 30
     max_pixels: int = 1 << 28
@@ -53,11 +132,91 @@ class Settings:
 
     def as_environment(self) -> dict[str, str]:
         """These settings as `ARKIV_*` variables, so a child process loads exactly the same."""
-        return {f"{_ENV_PREFIX}{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+        return {
+            f"{_ENV_PREFIX}{f.name.upper()}": _env_text(getattr(self, f.name)) for f in fields(self)
+        }
 
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return Path(self.audit_signing_key_file or self.data_dir / "audit-signing-key.pem")
+
+    @property
+    def web_tls(self) -> bool:
+        return bool(self.web_tls_cert and self.web_tls_key)
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
+
+    def peer(self, ae_title: str) -> Peer | None:
+        """The configured peer with this AE title (compared without padding), if any."""
+        wanted = ae_title.strip()
+        return next((p for p in self.peers if p.ae_title == wanted), None)
+
+
+def _env_text(value: Any) -> str:
+    """Scalars as text; peers and reason templates as JSON, which `_coerce` reads back."""
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, tuple):
+        return json.dumps([_peer_document(p) for p in value], ensure_ascii=False)
+    return str(value)
+
+
+def _peer_document(peer: Peer) -> dict[str, Any]:
+    return {
+        "ae_title": peer.ae_title,
+        "county": peer.county.value,
+        "host": peer.host,
+        "port": peer.port,
+        "services": sorted(peer.services),
+    }
+
+
+def parse_peers(raw: Any) -> tuple[Peer, ...]:
+    """Peers from TOML (`[[arkiv.peers]]` tables) or JSON text (environment)."""
+    if isinstance(raw, str):
+        raw = json.loads(raw) if raw.strip() else []
+    if not isinstance(raw, list):
+        raise ValueError("peers must be a list of tables with ae_title and county")
+    peers: list[Peer] = []
+    for entry in raw:
+        if not isinstance(entry, dict) or "ae_title" not in entry or "county" not in entry:
+            raise ValueError("each peer needs ae_title and county")
+        ae_title = str(entry["ae_title"]).strip()
+        if not 0 < len(ae_title) <= 16:
+            raise ValueError(f"peer AE title {ae_title!r} must be 1 to 16 characters")
+        services = frozenset(str(s) for s in entry.get("services", ["echo", "store"]))
+        unknown = services - DICOM_SERVICES
+        if unknown:
+            raise ValueError(
+                f"peer {ae_title}: unknown services {sorted(unknown)}; use {sorted(DICOM_SERVICES)}"
+            )
+        peers.append(
+            Peer(
+                ae_title=ae_title,
+                county=parse_county(str(entry["county"])),
+                host=str(entry.get("host", "")),
+                port=int(entry.get("port", 0)),
+                services=services,
+            )
+        )
+    titles = [p.ae_title for p in peers]
+    if len(set(titles)) != len(titles):
+        raise ValueError("each peer AE title may be configured once")
+    return tuple(peers)
+
+
+def parse_reasons(raw: Any) -> dict[str, str]:
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError("break_glass_reasons must be a non-empty table of code = text")
+    return {str(k): str(v) for k, v in raw.items()}
 
 
 _ENV_PREFIX = "ARKIV_"
@@ -109,7 +268,11 @@ def _coerce(values: dict[str, Any]) -> Settings:
             raise ConfigError(f"unknown setting {name!r}")
         default = getattr(settings, name)
         try:
-            if isinstance(default, County):
+            if name == "peers":
+                changes[name] = parse_peers(raw)
+            elif name == "break_glass_reasons":
+                changes[name] = parse_reasons(raw)
+            elif isinstance(default, County):
                 changes[name] = parse_county(str(raw))
             elif isinstance(default, Path):
                 changes[name] = Path(str(raw))
@@ -121,7 +284,7 @@ def _coerce(values: dict[str, Any]) -> Settings:
                 changes[name] = float(raw)
             else:
                 changes[name] = str(raw)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"setting {name!r}: {exc}") from exc
     result = replace(settings, **changes)
     if len(result.ae_title) > 16 or not result.ae_title.strip():

@@ -47,3 +47,12 @@ class TooManyAttempts(ArkivError):
 
 class InvalidQuery(ArkivError):
     """A search key has a value the archive cannot interpret."""
+
+
+class BreakGlassRequired(Forbidden):
+    """The patient's images belong to another county; the user may ask for time-limited access
+    with a reason (break the glass)."""
+
+    def __init__(self, message: str, counties: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.counties = counties

@@ -9,6 +9,8 @@ from __future__ import annotations
 from arkiv.access import AccessService
 from arkiv.accounts import AccountService
 from arkiv.audit import Actor, AuditLog, Event, EventType
+from arkiv.audit_review import AuditReviewService
+from arkiv.break_glass import BreakGlassService
 from arkiv.config import Settings
 from arkiv.consistency import ConsistencyService
 from arkiv.ingest import IngestService
@@ -28,7 +30,11 @@ class Archive:
         self.blobs = FileBlobStore(settings.blob_dir)
         self.audit = AuditLog(self.index)
         self.ingest = IngestService(self.index, self.blobs, self.audit, settings.max_pixels)
-        self.access = AccessService(self.index, self.blobs, self.audit)
+        self.break_glass = BreakGlassService(self.index, self.audit, settings)
+        self.access = AccessService(
+            self.index, self.blobs, self.audit, self.break_glass, settings.audit_group_seconds
+        )
+        self.audit_review = AuditReviewService(self.index, self.audit, settings)
         self.accounts = AccountService(self.index, self.audit, settings)
         self.consistency = ConsistencyService(
             self.index, self.blobs, self.ingest, settings.county.value

@@ -42,6 +42,8 @@ from storage.records import (
     AuditEvent,
     AuditQuery,
     BlobRef,
+    BreakGlassGrant,
+    Checkpoint,
     IndexStatistics,
     NewAuditEvent,
     NewConflict,
@@ -51,6 +53,7 @@ from storage.records import (
     StudyQuery,
     StudySummary,
     UserAccount,
+    UserVolume,
     WebSession,
 )
 
@@ -70,6 +73,9 @@ _audit_patients: Table = models.AuditPatient.__table__  # type: ignore[assignmen
 _head: Table = models.AuditChainHead.__table__  # type: ignore[assignment]
 _users: Table = models.User.__table__  # type: ignore[assignment]
 _sessions: Table = models.SessionRow.__table__  # type: ignore[assignment]
+_audit_counties: Table = models.AuditCounty.__table__  # type: ignore[assignment]
+_checkpoints: Table = models.AuditCheckpoint.__table__  # type: ignore[assignment]
+_grants: Table = models.BreakGlassGrant.__table__  # type: ignore[assignment]
 
 
 def name_key(name: str) -> str:
@@ -361,11 +367,22 @@ class Index:
         if query.actor:
             stmt = stmt.where(_audit.c.actor == query.actor)
         if query.county:
-            stmt = stmt.where(_audit.c.county == query.county)
+            stmt = stmt.where(
+                exists().where(
+                    (_audit_counties.c.seq == _audit.c.seq)
+                    & (_audit_counties.c.county == query.county)
+                )
+            )
+        if query.county and query.cross_county:
+            stmt = stmt.where(_audit.c.county != query.county)
         if query.event_id:
             stmt = stmt.where(_audit.c.event_id == query.event_id)
+        if query.action:
+            stmt = stmt.where(_audit.c.action == query.action)
         if query.outcome is not None:
             stmt = stmt.where(_audit.c.outcome == query.outcome)
+        if query.min_outcome is not None:
+            stmt = stmt.where(_audit.c.outcome >= query.min_outcome)
         if query.since:
             stmt = stmt.where(_audit.c.recorded_at >= query.since)
         if query.until:
@@ -400,16 +417,27 @@ class Index:
         with self._read() as conn:
             row = conn.execute(select(_users).where(_users.c.username == username)).mappings()
             found = row.first()
-        if found is None:
-            return None
-        return UserAccount(
-            username=found["username"],
-            password_hash=found["password_hash"],
-            role=found["role"],
-            county=found["county"],
-            failed_logins=found["failed_logins"],
-            locked_until=found["locked_until"],
-        )
+        return None if found is None else _user_account(found)
+
+    def find_user_by_identity(
+        self, hpr_number: str | None, pid_sha256: str | None
+    ) -> UserAccount | None:
+        """The account linked to an external identity: HPR number first, then national ID."""
+        with self._read() as conn:
+            for column, value in (
+                (_users.c.hpr_number, hpr_number),
+                (_users.c.pid_sha256, pid_sha256),
+            ):
+                if value:
+                    found = conn.execute(select(_users).where(column == value)).mappings().first()
+                    if found is not None:
+                        return _user_account(found)
+        return None
+
+    def list_users(self) -> list[UserAccount]:
+        with self._read() as conn:
+            rows = conn.execute(select(_users).order_by(_users.c.username)).mappings().all()
+        return [_user_account(row) for row in rows]
 
     def user_count(self) -> int:
         with self._read() as conn:
@@ -428,7 +456,78 @@ class Index:
             username=row["username"],
             created_at=row["created_at"],
             expires_at=row["expires_at"],
+            last_seen_at=row["last_seen_at"],
+            csrf_token=row["csrf_token"],
+            auth_method=row["auth_method"],
         )
+
+    # -- break the glass -------------------------------------------------------------------------
+
+    def active_grants(self, username: str, now: str) -> list[BreakGlassGrant]:
+        stmt = (
+            select(_grants)
+            .where((_grants.c.username == username) & (_grants.c.expires_at > now))
+            .order_by(_grants.c.id)
+        )
+        with self._read() as conn:
+            return [_grant(row) for row in conn.execute(stmt).mappings()]
+
+    def patient_counties(self, patient_id: str) -> list[str]:
+        """Which counties own studies of this patient (for break-the-glass and audit)."""
+        stmt = (
+            select(_studies.c.county)
+            .join(_patients, _studies.c.patient_pk == _patients.c.id)
+            .where(_patients.c.patient_id == patient_id)
+            .distinct()
+        )
+        with self._read() as conn:
+            return sorted(str(c) for c in conn.execute(stmt).scalars())
+
+    # -- checkpoints and review ------------------------------------------------------------------
+
+    def checkpoints(self, since_seq: int = 0) -> list[Checkpoint]:
+        stmt = (
+            select(_checkpoints).where(_checkpoints.c.seq > since_seq).order_by(_checkpoints.c.seq)
+        )
+        with self._read() as conn:
+            return [Checkpoint(**dict(row)) for row in conn.execute(stmt).mappings()]
+
+    def audit_event_at(self, seq: int) -> AuditEvent | None:
+        with self._read() as conn:
+            row = conn.execute(select(_audit).where(_audit.c.seq == seq)).mappings().first()
+        return None if row is None else _audit_event(row)
+
+    def user_volumes(
+        self, county: str | None, since: str, minimum_patients: int
+    ) -> list[UserVolume]:
+        """Users who opened at least `minimum_patients` distinct patients on a day since `since`.
+
+        Counts instance reads (110103/110104 with action R) per user and UTC day.
+        """
+        day = func.substr(_audit.c.recorded_at, 1, 10)
+        stmt = (
+            select(
+                _audit.c.actor,
+                _audit.c.county,
+                day.label("day"),
+                func.count(func.distinct(_audit_patients.c.patient_id)).label("patients"),
+                func.count(func.distinct(_audit.c.seq)).label("events"),
+            )
+            .join(_audit_patients, _audit_patients.c.seq == _audit.c.seq)
+            .where(
+                (_audit.c.recorded_at >= since)
+                & _audit.c.event_id.in_(("110103", "110104"))
+                & (_audit.c.action == "R")
+                & (_audit.c.actor_kind == "user")
+            )
+            .group_by(_audit.c.actor, _audit.c.county, day)
+            .having(func.count(func.distinct(_audit_patients.c.patient_id)) >= minimum_patients)
+            .order_by(day.desc(), _audit.c.actor)
+        )
+        if county:
+            stmt = stmt.where(_audit.c.county == county)
+        with self._read() as conn:
+            return [UserVolume(**dict(row)) for row in conn.execute(stmt).mappings()]
 
 
 class IndexTransaction:
@@ -577,10 +676,13 @@ class IndexTransaction:
             "patient_ids": json.dumps(list(event.patient_ids)),
             "study_uids": json.dumps(list(event.study_uids)),
             "details": json.dumps(event.details, sort_keys=True),
+            "counties": json.dumps(list(event.counties)),
         }
         self._conn.execute(_audit.insert().values(seq=seq, prev_hash=prev, hash=digest, **row))
         for patient_id in sorted(set(event.patient_ids)):
             self._conn.execute(_audit_patients.insert().values(seq=seq, patient_id=patient_id))
+        for county in sorted(set(event.counties) | {event.county}):
+            self._conn.execute(_audit_counties.insert().values(seq=seq, county=county))
         self._conn.execute(update(_head).where(_head.c.chain == CHAIN).values(seq=seq, hash=digest))
         return AuditEvent(seq=seq, prev_hash=prev, hash=digest, **fields_of_event)
 
@@ -599,8 +701,21 @@ class IndexTransaction:
                 "failed_logins": 0,
                 "locked_until": None,
                 "created_at": created_at,
+                "display_name": account.display_name,
+                "hpr_number": account.hpr_number,
+                "pid_sha256": account.pid_sha256,
+                "scopes": " ".join(account.scopes),
+                "disabled": account.disabled,
             },
         )
+
+    def set_disabled(self, username: str, disabled: bool) -> bool:
+        result = self._conn.execute(
+            update(_users).where(_users.c.username == username).values(disabled=disabled)
+        )
+        if disabled:
+            self._conn.execute(sql_delete(_sessions).where(_sessions.c.username == username))
+        return bool(result.rowcount)
 
     def set_password(self, username: str, password_hash: str) -> None:
         self._conn.execute(
@@ -628,7 +743,53 @@ class IndexTransaction:
                 username=session.username,
                 created_at=session.created_at,
                 expires_at=session.expires_at,
+                last_seen_at=session.last_seen_at or session.created_at,
+                csrf_token=session.csrf_token,
+                auth_method=session.auth_method,
             )
+        )
+
+    def touch_session(self, token_hash: str, now: str) -> None:
+        self._conn.execute(
+            update(_sessions).where(_sessions.c.token_hash == token_hash).values(last_seen_at=now)
+        )
+
+    def add_grant(
+        self,
+        username: str,
+        user_county: str,
+        patient_id: str,
+        reason_code: str,
+        reason_text: str,
+        granted_at: str,
+        expires_at: str,
+        audit_seq: int,
+    ) -> None:
+        self._conn.execute(
+            _grants.insert().values(
+                username=username,
+                user_county=user_county,
+                patient_id=patient_id,
+                reason_code=reason_code,
+                reason_text=reason_text,
+                granted_at=granted_at,
+                expires_at=expires_at,
+                audit_seq=audit_seq,
+            )
+        )
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Keep a signed checkpoint; False if one for this size exists already."""
+        return _insert_ignore(
+            self._conn,
+            _checkpoints,
+            {
+                "seq": checkpoint.seq,
+                "head_hash": checkpoint.head_hash,
+                "signed_at": checkpoint.signed_at,
+                "key_id": checkpoint.key_id,
+                "note": checkpoint.note,
+            },
         )
 
     def delete_session(self, token_hash: str) -> None:
@@ -679,7 +840,12 @@ def _apply_study_filters(stmt: Any, query: StudyQuery) -> Any:
         )
     if query.study_uids:
         stmt = stmt.where(_studies.c.study_uid.in_(query.study_uids))
-    if query.county:
+    if query.county and query.granted_patient_ids:
+        stmt = stmt.where(
+            (_studies.c.county == query.county)
+            | _patients.c.patient_id.in_(query.granted_patient_ids)
+        )
+    elif query.county:
         stmt = stmt.where(_studies.c.county == query.county)
     return stmt
 
@@ -734,4 +900,25 @@ def _audit_event(row: Any) -> AuditEvent:
         details=json.loads(row["details"]),
         prev_hash=row["prev_hash"],
         hash=row["hash"],
+        counties=tuple(json.loads(row["counties"])),
     )
+
+
+def _user_account(row: Any) -> UserAccount:
+    return UserAccount(
+        username=row["username"],
+        password_hash=row["password_hash"],
+        role=row["role"],
+        county=row["county"],
+        failed_logins=row["failed_logins"],
+        locked_until=row["locked_until"],
+        display_name=row["display_name"],
+        hpr_number=row["hpr_number"],
+        pid_sha256=row["pid_sha256"],
+        scopes=tuple(row["scopes"].split()),
+        disabled=bool(row["disabled"]),
+    )
+
+
+def _grant(row: Any) -> BreakGlassGrant:
+    return BreakGlassGrant(**dict(row))

@@ -140,6 +140,7 @@ class AuditEventRow(Base):
     object_count: Mapped[int] = mapped_column(Integer, default=0)
     query: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[str] = mapped_column(Text, default="{}")
+    counties: Mapped[str] = mapped_column(Text, default="[]")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -153,6 +154,48 @@ class AuditPatient(Base):
     patient_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
+class AuditCounty(Base):
+    """Which counties an audit event concerns: the actor's and every owner of the data touched.
+
+    A county's auditors see exactly the events listed under their county here.
+    """
+
+    __tablename__ = "audit_counties"
+    __table_args__ = (Index("ix_audit_counties_county_seq", "county", "seq"),)
+
+    seq: Mapped[int] = mapped_column(ForeignKey("audit_events.seq"), primary_key=True)
+    county: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the chain head at one size, kept in the log and exported."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+
+
+class BreakGlassGrant(Base):
+    """Time-limited access by one user to one patient outside the user's county."""
+
+    __tablename__ = "break_glass_grants"
+    __table_args__ = (Index("ix_grants_user_patient", "username", "patient_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    user_county: Mapped[str] = mapped_column(String(32))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    reason_code: Mapped[str] = mapped_column(String(32))
+    reason_text: Mapped[str] = mapped_column(Text, default="")
+    granted_at: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[str] = mapped_column(String(32))
+    audit_seq: Mapped[int] = mapped_column(Integer)
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -164,6 +207,11 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[str] = mapped_column(String(32))
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    hpr_number: Mapped[str | None] = mapped_column(String(16), nullable=True, unique=True)
+    pid_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class SessionRow(Base):
@@ -173,3 +221,6 @@ class SessionRow(Base):
     username: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[str] = mapped_column(String(32))
     expires_at: Mapped[str] = mapped_column(String(32))
+    last_seen_at: Mapped[str] = mapped_column(String(32), default="")
+    csrf_token: Mapped[str] = mapped_column(String(64), default="")
+    auth_method: Mapped[str] = mapped_column(String(16), default="password")

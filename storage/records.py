@@ -159,6 +159,9 @@ class StudyQuery:
     series_uids: tuple[str, ...] = ()
     sop_uids: tuple[str, ...] = ()
     county: str | None = None
+    """Only studies this county owns (a clinician's own county) …"""
+    granted_patient_ids: tuple[str, ...] = ()
+    """… plus all studies of these patients (break-the-glass grants in force)."""
     limit: int = 100
     offset: int = 0
 
@@ -183,6 +186,8 @@ class NewAuditEvent:
     object_count: int = 0
     query: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    counties: tuple[str, ...] = ()
+    """Every county the event concerns: the actor's and each owner of the data touched."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,7 @@ class AuditEvent:
     details: dict[str, Any]
     prev_hash: str
     hash: str
+    counties: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,8 +221,13 @@ class AuditQuery:
     patient_id: str | None = None
     actor: str | None = None
     county: str | None = None
+    """Events that concern this county (as actor's county or as owner of the data)."""
     event_id: str | None = None
+    action: str | None = None
     outcome: int | None = None
+    min_outcome: int | None = None
+    cross_county: bool = False
+    """Only events by actors from another county than `county` (accesses to its patients)."""
     since: str | None = None
     until: str | None = None
     limit: int = 100
@@ -231,6 +242,11 @@ class UserAccount:
     county: str
     failed_logins: int
     locked_until: str | None
+    display_name: str = ""
+    hpr_number: str | None = None
+    pid_sha256: str | None = None
+    scopes: tuple[str, ...] = ()
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,44 @@ class WebSession:
     username: str
     created_at: str
     expires_at: str
+    last_seen_at: str = ""
+    csrf_token: str = ""
+    auth_method: str = "password"
+
+
+@dataclass(frozen=True)
+class BreakGlassGrant:
+    id: int
+    username: str
+    user_county: str
+    patient_id: str
+    reason_code: str
+    reason_text: str
+    granted_at: str
+    expires_at: str
+    audit_seq: int
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed checkpoint as kept in the index: the chain's size and head hash, and the note."""
+
+    seq: int
+    head_hash: str
+    signed_at: str
+    key_id: str
+    note: str
+
+
+@dataclass(frozen=True)
+class UserVolume:
+    """How many distinct patients one user opened on one day (for the auditors' review)."""
+
+    actor: str
+    county: str
+    day: str
+    patients: int
+    events: int
 
 
 @dataclass(frozen=True)

@@ -46,5 +46,5 @@ def search_audit(
 ) -> list[dict[str, Any]]:
     query = audit_query(dict(request.query_params))
     text = str(request.url.query)
-    events = archive.access.audit_events(principal, query, text)
+    events = archive.audit_review.search(principal, query, text)
     return [asdict(e) for e in events]

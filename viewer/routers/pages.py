@@ -145,7 +145,7 @@ def audit_search(
 ) -> Response:
     form = {"patient": patient, "user": user, "action": action}
     query: AuditQuery = audit_query({k: v for k, v in form.items() if v})
-    events = archive.access.audit_events(principal, query, "ui audit search")
+    events = archive.audit_review.search(principal, query, "ui audit search")
     return templates.TemplateResponse(
         request, "audit.html", {"user": principal, "events": events, "form": form}
     )
