@@ -391,9 +391,9 @@ class Index:
         with self._read() as conn:
             return [_audit_event(row) for row in conn.execute(stmt).mappings()]
 
-    def iter_audit_events(self, batch: int = 5000) -> Iterator[AuditEvent]:
-        """The whole log in physical order (by sequence number), in batches."""
-        last = -1
+    def iter_audit_events(self, batch: int = 5000, after: int = 0) -> Iterator[AuditEvent]:
+        """The log in physical order (by sequence number) from event `after + 1`, in batches."""
+        last = after if after > 0 else -1
         while True:
             stmt = select(_audit).where(_audit.c.seq > last).order_by(_audit.c.seq).limit(batch)
             with self._read() as conn:
