@@ -86,7 +86,7 @@ class BreakGlassService:
         try:
             with self._index.transaction() as tx:
                 recorded = self._audit.record_in(tx, event)
-                tx.add_grant(
+                grant = tx.add_grant(
                     principal.username,
                     principal.county.value,
                     patient_id,
@@ -98,5 +98,4 @@ class BreakGlassService:
                 )
         except StorageError as exc:
             raise AuditUnavailable(f"extended access could not be recorded: {exc}") from exc
-        granted = [g for g in self.active_grants(principal) if g.audit_seq == recorded.seq]
-        return granted[0]
+        return grant

@@ -764,19 +764,21 @@ class IndexTransaction:
         granted_at: str,
         expires_at: str,
         audit_seq: int,
-    ) -> None:
-        self._conn.execute(
-            _grants.insert().values(
-                username=username,
-                user_county=user_county,
-                patient_id=patient_id,
-                reason_code=reason_code,
-                reason_text=reason_text,
-                granted_at=granted_at,
-                expires_at=expires_at,
-                audit_seq=audit_seq,
-            )
-        )
+    ) -> BreakGlassGrant:
+        values: dict[str, Any] = {
+            "username": username,
+            "user_county": user_county,
+            "patient_id": patient_id,
+            "reason_code": reason_code,
+            "reason_text": reason_text,
+            "granted_at": granted_at,
+            "expires_at": expires_at,
+            "audit_seq": audit_seq,
+        }
+        result = self._conn.execute(_grants.insert().values(**values))
+        key = result.inserted_primary_key
+        assert key is not None
+        return BreakGlassGrant(id=int(key[0]), **values)
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Keep a signed checkpoint; False if one for this size exists already."""

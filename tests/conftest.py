@@ -5,6 +5,7 @@ Real DCMTK tools are required: a test that needs one fails when it is missing, i
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import threading
@@ -63,7 +64,9 @@ class RunningArchive:
 
 
 def _start_archive(data_dir: Path) -> Iterator[RunningArchive]:
-    settings = Settings(data_dir=data_dir, dicom_port=free_port(), http_port=free_port())
+    settings = Settings(
+        data_dir=data_dir, dicom_port=free_port(), http_port=free_port(), secure_cookies=False
+    )
     archive = Archive(settings)
     node = DicomNode(archive)
     node.start("127.0.0.1", settings.dicom_port)
@@ -105,3 +108,23 @@ def archive(tmp_path: Path) -> Iterator[Archive]:
         yield instance
     finally:
         instance.close()
+
+
+_LOGIN_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def post_login(client: httpx.Client, username: str, password: str) -> httpx.Response:
+    """Sign in through the login form as a browser does: fetch the form (and its CSRF token),
+    post it, and on success keep the session's CSRF token for later form posts."""
+    page = client.get("/login")
+    match = _LOGIN_TOKEN.search(page.text)
+    assert match, "the login form has no CSRF token"
+    response = client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": match.group(1)},
+    )
+    if response.status_code == 303:
+        session = client.get("/api/session")
+        assert session.status_code == 200, session.text
+        client.headers["X-CSRF-Token"] = session.json()["csrf_token"]
+    return response

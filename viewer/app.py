@@ -5,27 +5,51 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from arkiv.services import Archive
 from viewer import errors
+from viewer.dependencies import csrf_guard
 from viewer.metrics import registry_for
-from viewer.routers import audit_api, auth, dicomweb, health, pages
+from viewer.routers import (
+    admin,
+    audit_api,
+    audit_pages,
+    auth,
+    break_glass_api,
+    dicomweb,
+    fhir,
+    health,
+    oidc,
+    pages,
+)
 
 _STATIC = Path(__file__).parent / "static"
 
 
 def create_app(archive: Archive) -> FastAPI:
-    app = FastAPI(title="arkiv", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="arkiv",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        dependencies=[Depends(csrf_guard)],
+    )
     app.state.archive = archive
     app.state.metrics = registry_for(archive)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(oidc.router)
     app.include_router(dicomweb.router)
     app.include_router(audit_api.router)
+    app.include_router(audit_pages.router)
+    app.include_router(fhir.router)
+    app.include_router(break_glass_api.router)
+    app.include_router(admin.router)
     app.include_router(pages.router)
+    hsts = archive.settings.web_tls
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     @app.middleware("http")
@@ -35,12 +59,18 @@ def create_app(archive: Archive) -> FastAPI:
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault(
             "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'",
+            "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'; "
+            "form-action 'self'; base-uri 'none'; object-src 'none'",
         )
         if not request.url.path.startswith("/static"):
             response.headers.setdefault("Cache-Control", "no-store")
+        if hsts:
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
         return response
 
     return app

@@ -61,9 +61,13 @@ def end_session_cookie(response: Response, settings: Settings) -> None:
     )
 
 
-def login_csrf_token(request: Request, response: Response, settings: Settings) -> str:
-    """The token the login form carries; the same value goes into a short-lived cookie."""
-    token = request.cookies.get(login_cookie_name(settings)) or secrets.token_urlsafe(32)
+def login_csrf_token(request: Request, settings: Settings) -> str:
+    """The token the login form carries: the one in the browser's login cookie, or a new one."""
+    return request.cookies.get(login_cookie_name(settings)) or secrets.token_urlsafe(32)
+
+
+def set_login_cookie(response: Response, settings: Settings, token: str) -> None:
+    """The cookie half of the login form's double-submit token."""
     response.set_cookie(
         login_cookie_name(settings),
         token,
@@ -73,7 +77,6 @@ def login_csrf_token(request: Request, response: Response, settings: Settings) -
         max_age=3600,
         path="/",
     )
-    return token
 
 
 def login_csrf_ok(request: Request, settings: Settings, submitted: str) -> bool:

@@ -1,7 +1,22 @@
-"""Jinja2 templates of the browser UI (Bokmål text)."""
+"""Jinja templates, with what every page needs: the session's CSRF token for its forms."""
 
 from pathlib import Path
+from typing import Any
 
+from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+from viewer.dependencies import csrf_token
+
+
+def _page_context(request: Request) -> dict[str, Any]:
+    archive = getattr(request.app.state, "archive", None)
+    return {
+        "csrf": csrf_token(request),
+        "oidc_enabled": bool(archive and archive.settings.oidc_enabled),
+    }
+
+
+templates = Jinja2Templates(
+    directory=str(Path(__file__).parent / "templates"), context_processors=[_page_context]
+)

@@ -1,5 +1,6 @@
-"""The browser UI: patient search, a patient's studies with thumbnails, one image with
-window/level and zoom, and the auditor's log search. National IDs are posted, never put in URLs."""
+"""The clinician's browser UI: patient search (with break-the-glass when the patient belongs to
+another county), a patient's studies with thumbnails, one image with window/level and zoom.
+National IDs are posted, never put in URLs."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from arkiv.accounts import Principal, Role
+from arkiv.authorization import require_image_search
 from arkiv.dicom_object import is_valid_uid
 from arkiv.errors import InvalidQuery, NotFound
-from storage.records import AuditQuery, SeriesSummary, StudyQuery, StudySummary
+from arkiv.services import Archive
+from storage.records import SeriesSummary, StudyQuery, StudySummary
 from viewer.dependencies import ArchiveDep, PrincipalDep
-from viewer.routers.audit_api import audit_query
+from viewer.routers.auth import home_of
 from viewer.templating import templates
 
 router = APIRouter()
@@ -28,9 +32,39 @@ def _uid(value: str) -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-def home(request: Request, principal: PrincipalDep) -> Response:
+def home(request: Request, archive: ArchiveDep, principal: PrincipalDep) -> Response:
+    if principal.role is not Role.CLINICIAN and home_of(principal.role) != "/":
+        return RedirectResponse(home_of(principal.role), status_code=303)
+    require_image_search(principal)
+    return _search_page(request, archive, principal, None, {})
+
+
+def _search_page(
+    request: Request,
+    archive: Archive,
+    principal: Principal,
+    patients: OrderedDict[str, list[StudySummary]] | None,
+    form: dict[str, str],
+    series: dict[str, list[SeriesSummary]] | None = None,
+    error: str = "",
+    offer: tuple[str, tuple[str, ...]] | None = None,
+    status_code: int = 200,
+) -> Response:
     return templates.TemplateResponse(
-        request, "search.html", {"user": principal, "patients": None, "form": {}}
+        request,
+        "search.html",
+        {
+            "user": principal,
+            "patients": patients,
+            "series": series or {},
+            "form": form,
+            "error": error,
+            "offer": offer,
+            "reasons": archive.break_glass.reasons(),
+            "grant_hours": f"{archive.settings.break_glass_minutes / 60:g}",
+            "grants": archive.break_glass.active_grants(principal),
+        },
+        status_code=status_code,
     )
 
 
@@ -44,19 +78,25 @@ def search(
     birth_date: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     form = {"patient_id": patient_id, "name": name, "birth_date": birth_date}
-    birth = birth_date.replace("-", "").strip()
+    return _search(request, archive, principal, form)
+
+
+def _search(
+    request: Request, archive: Archive, principal: Principal, form: dict[str, str]
+) -> Response:
+    require_image_search(principal)
+    patient_id, name = form.get("patient_id", ""), form.get("name", "")
+    birth = form.get("birth_date", "").replace("-", "").strip()
     if birth and (len(birth) != 8 or not birth.isdigit()):
         raise InvalidQuery("fødselsdato må skrives ÅÅÅÅ-MM-DD")
     if not (patient_id.strip() or name.strip() or birth):
-        return templates.TemplateResponse(
+        return _search_page(
             request,
-            "search.html",
-            {
-                "user": principal,
-                "patients": None,
-                "form": form,
-                "error": "Skriv fødselsnummer, navn eller fødselsdato.",
-            },
+            archive,
+            principal,
+            None,
+            form,
+            error="Skriv fødselsnummer, navn eller fødselsdato.",
         )
     pattern = name.strip()
     if pattern and "*" not in pattern and "?" not in pattern:
@@ -81,11 +121,39 @@ def search(
             "ui series of the studies found",
         ):
             series.setdefault(item.study_uid, []).append(item)
-    return templates.TemplateResponse(
-        request,
-        "search.html",
-        {"user": principal, "patients": patients, "series": series, "form": form},
-    )
+    offer = None
+    exact = patient_id.strip()
+    if exact and "*" not in exact and "?" not in exact and principal.role is Role.CLINICIAN:
+        granted = archive.break_glass.granted_patient_ids(principal)
+        others = archive.break_glass.other_counties(principal, exact)
+        if others and exact not in granted:
+            offer = (exact, others)
+    return _search_page(request, archive, principal, patients, form, series, offer=offer)
+
+
+@router.post("/break-glass", response_class=HTMLResponse)
+def break_glass(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    patient_id: Annotated[str, Form(max_length=64)],
+    reason: Annotated[str, Form(max_length=32)] = "",
+    free_text: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """Take extended access to one patient, then show that patient's studies in all counties."""
+    try:
+        archive.break_glass.grant(principal, patient_id.strip(), reason, free_text)
+    except (InvalidQuery, NotFound) as exc:
+        return _search_page(
+            request,
+            archive,
+            principal,
+            None,
+            {"patient_id": patient_id},
+            error=str(exc),
+            status_code=400,
+        )
+    return _search(request, archive, principal, {"patient_id": patient_id.strip()})
 
 
 @router.get("/studies/{study_uid}", response_class=HTMLResponse)
@@ -124,28 +192,4 @@ def image_page(
     )
     return templates.TemplateResponse(
         request, "image.html", {"user": principal, "instance": found[0]}
-    )
-
-
-@router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, principal: PrincipalDep) -> Response:
-    return templates.TemplateResponse(
-        request, "audit.html", {"user": principal, "events": None, "form": {}}
-    )
-
-
-@router.post("/audit", response_class=HTMLResponse)
-def audit_search(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    patient: Annotated[str, Form(max_length=64)] = "",
-    user: Annotated[str, Form(max_length=64)] = "",
-    action: Annotated[str, Form(max_length=16)] = "",
-) -> Response:
-    form = {"patient": patient, "user": user, "action": action}
-    query: AuditQuery = audit_query({k: v for k, v in form.items() if v})
-    events = archive.audit_review.search(principal, query, "ui audit search")
-    return templates.TemplateResponse(
-        request, "audit.html", {"user": principal, "events": events, "form": form}
     )
