@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -173,13 +174,37 @@ class AuditLog:
         """Write an event inside a caller's transaction, so both commit or neither does."""
         return tx.append_audit(_to_record(event), chain_hash)
 
-    def verify(self) -> VerifyReport:
-        """Walk the whole chain in sequence order and name the first event that does not fit."""
-        expected_seq = 1
-        prev_hash = CHAIN_GENESIS
+    def verify(
+        self,
+        until: int | None = None,
+        *,
+        anchors: Mapping[int, str] | None = None,
+        after: tuple[int, str] = (0, CHAIN_GENESIS),
+    ) -> VerifyReport:
+        """Walk the chain in sequence order and name the first event that does not fit.
+
+        The chain alone cannot catch an intruder who rewrites the tail and the head together,
+        so the walk can be held against hashes from outside the database:
+
+        - `until`: stop after event `until`, which must exist, instead of comparing the end with
+          the head row (the log as it was when a checkpoint of that size was signed; events
+          appended since are not its business).
+        - `anchors`: sequence number → hash signed in a checkpoint. An event whose hash differs
+          was rewritten together with everything after it; a log that ends before an anchor was
+          cut short, whatever its head row says.
+        - `after`: start behind an event already verified, `(seq, hash)`, so that periodic
+          signing reads only what was appended since the last checkpoint.
+        """
+        anchors = anchors or {}
+        required = max(until or 0, max(anchors, default=0))
+        start_seq, prev_hash = after
+        expected_seq = start_seq + 1
+        last_anchor = start_seq
         checked = 0
         head_seq, head_hash = self._index.audit_head()
-        for stored in self._index.iter_audit_events():
+        for stored in self._index.iter_audit_events(after=start_seq):
+            if until is not None and stored.seq > until:
+                break
             if stored.seq != expected_seq:
                 return VerifyReport(
                     checked,
@@ -202,15 +227,36 @@ class AuditLog:
                     stored.seq,
                     f"event {stored.seq} was altered: its content no longer matches its hash",
                 )
+            signed = anchors.get(stored.seq)
+            if signed is not None:
+                if signed != stored.hash:
+                    return VerifyReport(
+                        checked,
+                        head_seq,
+                        stored.seq,
+                        f"event {stored.seq} is not the event signed in the checkpoint of size "
+                        f"{stored.seq}: events {last_anchor + 1} to {stored.seq} were edited, "
+                        "deleted or reordered and the hashes recomputed",
+                    )
+                last_anchor = stored.seq
             prev_hash = stored.hash
             expected_seq += 1
             checked += 1
-        if checked != head_seq or prev_hash != head_hash:
+        end = expected_seq - 1
+        if end < required:
             return VerifyReport(
                 checked,
                 head_seq,
-                checked + 1,
-                f"the log ends at event {checked} but its head records event {head_seq} "
+                end + 1,
+                f"the log ends at event {end} but a signed checkpoint covers {required} events "
+                "(events were removed and the rest rewritten to hide it)",
+            )
+        if until is None and (end != head_seq or prev_hash != head_hash):
+            return VerifyReport(
+                checked,
+                head_seq,
+                end + 1,
+                f"the log ends at event {end} but its head records event {head_seq} "
                 "(events were removed from the end)",
             )
         return VerifyReport(checked, head_seq)

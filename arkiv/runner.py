@@ -19,6 +19,8 @@ import threading
 
 import uvicorn
 
+from arkiv.audit_checkpoint import CheckpointScheduler, CheckpointSigner
+from arkiv.audit_syslog import SyslogForwarder
 from arkiv.config import Settings
 from arkiv.services import Archive
 
@@ -40,7 +42,16 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
     from viewer.app import create_app
 
     archive = Archive(settings)
+    forwarder = SyslogForwarder(archive.index, settings) if settings.audit_syslog_host else None
     archive.record_application_event("110120 Application Start")
+    if forwarder is not None:
+        forwarder.start()
+    checkpoints: CheckpointScheduler | None = None
+    if settings.audit_checkpoint_minutes > 0:
+        checkpoints = CheckpointScheduler(
+            CheckpointSigner(archive.index, settings), settings.audit_checkpoint_minutes
+        )
+        checkpoints.start()
     if web and archive.index.user_count() == 0:
         log.warning(
             "no accounts yet: create one with `arkiv user add NAME --role clinician "
@@ -68,6 +79,8 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
                 access_log=False,  # URLs can hold search keys; reads are in the audit log instead
                 log_level="info",
                 timeout_graceful_shutdown=10,
+                ssl_certfile=settings.web_tls_cert or None,
+                ssl_keyfile=settings.web_tls_key or None,
             )
             server = uvicorn.Server(config)
             _exit_quietly_on_signals(server)
@@ -79,6 +92,10 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
         if node is not None:
             node.stop()
         archive.record_application_event("110121 Application Stop")
+        if checkpoints is not None:
+            checkpoints.stop()  # the last checkpoint covers the stop event
+        if forwarder is not None:
+            forwarder.stop()  # sends what is left, the stop event included
         archive.close()
     return 0
 
