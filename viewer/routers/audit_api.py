@@ -12,10 +12,12 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from arkiv.audit_checkpoint import load_signing_key, log_origin, public_key_pem, verifier_key
 from arkiv.audit_export import csv_rows, dicom_audit_lines, fhir_audit_event
-from arkiv.errors import InvalidQuery
+from arkiv.authorization import audit_scope
+from arkiv.errors import InvalidQuery, NotFound
 from viewer.audit_params import audit_query
 from viewer.dependencies import ArchiveDep, PrincipalDep
 
@@ -96,15 +98,39 @@ def export(
 
     def body() -> Iterator[str]:
         if fmt == "csv":
-            yield from (line if line.endswith("\n") else line + "\n" for line in csv_rows(events))
+            yield from csv_rows(events)
         elif fmt == "fhir":
             for event in events:
                 yield json.dumps(fhir_audit_event(event, source), ensure_ascii=False) + "\n"
         else:
-            yield from (line + "\n" for line in dicom_audit_lines(events, source))
+            yield from dicom_audit_lines(events, source)
 
     return StreamingResponse(
         body(),
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="arkiv-audit.{suffix}"'},
     )
+
+
+@router.get("/checkpoints")
+def checkpoints(
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    since: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    """Signed checkpoints for auditors to keep outside the archive (`arkiv audit verify
+    --checkpoint` checks the log against them)."""
+    audit_scope(principal, None)
+    return [asdict(c) for c in archive.index.checkpoints(since)]
+
+
+@router.get("/public-key", response_class=PlainTextResponse)
+def public_key(archive: ArchiveDep, principal: PrincipalDep, fmt: str = "pem") -> str:
+    """The key that verifies the checkpoints: PEM, or the signed-note verifier key (`vkey`)."""
+    audit_scope(principal, None)
+    key = load_signing_key(archive.settings.signing_key_path)
+    if key is None:
+        raise NotFound("no checkpoint has been signed yet, so there is no signing key")
+    if fmt == "vkey":
+        return verifier_key(log_origin(archive.settings), key.public_key()) + "\n"
+    return public_key_pem(key.public_key())
