@@ -211,6 +211,15 @@ def parse_peers(raw: Any) -> tuple[Peer, ...]:
     return tuple(peers)
 
 
+def _boolean(raw: Any) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not true or false")
+
+
 def parse_reasons(raw: Any) -> dict[str, str]:
     if isinstance(raw, str):
         raw = json.loads(raw)
@@ -277,7 +286,7 @@ def _coerce(values: dict[str, Any]) -> Settings:
             elif isinstance(default, Path):
                 changes[name] = Path(str(raw))
             elif isinstance(default, bool):
-                changes[name] = str(raw).lower() in ("1", "true", "yes", "on")
+                changes[name] = _boolean(raw)
             elif isinstance(default, int):
                 changes[name] = int(raw)
             elif isinstance(default, float):

@@ -1,0 +1,79 @@
+"""Settings: the production example in the README loads, peers and reasons survive the trip
+through the environment to worker processes, and bad values are refused by name."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from arkiv.config import ConfigError, Peer, Settings, load_settings
+from arkiv.counties import County
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_toml() -> str:
+    match = re.search(r"```toml\n(.*?)```", README.read_text(), re.S)
+    assert match, "the README shows a production configuration"
+    return match.group(1)
+
+
+def test_the_readme_production_example_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in list(os.environ):
+        if key.startswith("ARKIV_"):
+            monkeypatch.delenv(key)
+    path = tmp_path / "arkiv.toml"
+    path.write_text(_readme_toml())
+    settings = load_settings(path)
+    assert settings.dicom_require_known_peers is True
+    assert settings.web_tls and settings.oidc_enabled
+    [peer] = settings.peers
+    assert peer == Peer(
+        "PANO_TONSBERG", County.VESTFOLD, "10.1.2.3", 0, frozenset({"echo", "store"})
+    )
+    assert settings.peer("PANO_TONSBERG  ") == peer and settings.peer("OTHER") is None
+    assert set(settings.break_glass_reasons) == {"akutt", "henvisning"}
+
+
+def test_peers_and_reasons_survive_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(
+        peers=(Peer("SENSOR1", County.BUSKERUD, "127.0.0.2", 104, frozenset({"store"})),),
+        break_glass_reasons={"akutt": "Akutt behandling – æøå"},
+    )
+    for key, value in settings.as_environment().items():
+        monkeypatch.setenv(key, value)
+    again = load_settings()
+    assert again.peers == settings.peers
+    assert again.break_glass_reasons == settings.break_glass_reasons
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('peers = [{ ae_title = "X" }]', "peers"),
+        ('peers = [{ ae_title = "X", county = "oslo" }]', "peers"),
+        ('peers = [{ ae_title = "X", county = "vestfold", services = ["fly"] }]', "peers"),
+        (
+            'peers = [{ ae_title = "A", county = "vestfold" }, { ae_title = "A", county = "telemark" }]',
+            "peers",
+        ),
+        ("break_glass_reasons = {}", "break_glass_reasons"),
+        ('dicom_require_known_peers = "maybe"', "dicom_require_known_peers"),
+        ('session_idle_minutes = "lang"', "session_idle_minutes"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, named: str
+) -> None:
+    for key in list(os.environ):
+        if key.startswith("ARKIV_"):
+            monkeypatch.delenv(key)
+    path = tmp_path / "arkiv.toml"
+    path.write_text(f"[arkiv]\n{toml}\n")
+    with pytest.raises(ConfigError, match=named):
+        load_settings(path)
