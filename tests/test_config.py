@@ -59,7 +59,8 @@ def test_peers_and_reasons_survive_the_environment(monkeypatch: pytest.MonkeyPat
         ('peers = [{ ae_title = "X", county = "oslo" }]', "peers"),
         ('peers = [{ ae_title = "X", county = "vestfold", services = ["fly"] }]', "peers"),
         (
-            'peers = [{ ae_title = "A", county = "vestfold" }, { ae_title = "A", county = "telemark" }]',
+            'peers = [{ ae_title = "A", county = "vestfold" }, '
+            '{ ae_title = "A", county = "telemark" }]',
             "peers",
         ),
         ("break_glass_reasons = {}", "break_glass_reasons"),
