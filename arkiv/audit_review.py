@@ -24,6 +24,7 @@ from storage.records import AuditEvent, AuditQuery, UserVolume
 _READ_EVENTS = frozenset({"110103", "110104", "110106", "110112"})
 _REPORT_LIMIT = 20_000
 _REVIEW_LIMIT = 500
+_EXPORT_PAGE = 5000
 
 ROLE_NAMES = {
     Role.CLINICIAN.value: "Tannhelsepersonell",
@@ -105,17 +106,25 @@ class AuditReviewService:
         return self._iter(replace(query, county=county))
 
     def _iter(self, query: AuditQuery) -> Iterator[AuditEvent]:
-        page = 5000
-        offset = 0
-        batches: list[list[AuditEvent]] = []
-        while True:  # newest first from the index; collected and then reversed
-            batch = self._index.find_audit_events(replace(query, limit=page, offset=offset))
-            batches.append(batch)
-            if len(batch) < page:
-                break
-            offset += page
-        for batch in reversed(batches):
-            yield from reversed(batch)
+        """Oldest first, page by page on the sequence number, up to the head as it was when the
+        export began (events appended meanwhile belong to the next export)."""
+        head, _ = self._index.audit_head()
+        last = 0
+        while True:
+            batch = self._index.find_audit_events(
+                replace(
+                    query,
+                    after_seq=last,
+                    through_seq=head,
+                    oldest_first=True,
+                    limit=_EXPORT_PAGE,
+                    offset=0,
+                )
+            )
+            yield from batch
+            if len(batch) < _EXPORT_PAGE:
+                return
+            last = batch[-1].seq
 
     def patient_report(
         self, principal: Principal, patient_id: str, county: str | None = None
@@ -155,23 +164,14 @@ class AuditReviewService:
         alerts = self._index.find_audit_events(
             AuditQuery(county=scope, event_id="110113", since=since, limit=_REVIEW_LIMIT)
         )
-        crossing: list[AuditEvent] = []
-        if scope is not None:
-            crossing = [
-                e
-                for e in self._index.find_audit_events(
-                    AuditQuery(county=scope, cross_county=True, since=since, limit=_REVIEW_LIMIT)
-                )
-                if e.event_id in _READ_EVENTS and e.actor_kind in ("user", "service")
-            ]
-        else:
-            crossing = [
-                e
-                for e in self._index.find_audit_events(
-                    AuditQuery(since=since, limit=_REVIEW_LIMIT * 4)
-                )
-                if e.event_id in _READ_EVENTS and any(c != e.county for c in e.counties)
-            ][:_REVIEW_LIMIT]
+        found: dict[int, AuditEvent] = {}
+        for county in [scope] if scope else [c.value for c in County]:
+            for event in self._index.find_audit_events(
+                AuditQuery(county=county, cross_county=True, since=since, limit=_REVIEW_LIMIT)
+            ):
+                if event.event_id in _READ_EVENTS and event.actor_kind in ("user", "service"):
+                    found[event.seq] = event
+        crossing = [found[seq] for seq in sorted(found, reverse=True)][:_REVIEW_LIMIT]
         threshold = self._settings.review_volume_threshold
         return Review(
             break_glass=[e for e in alerts if _is_break_glass(e)],

@@ -387,7 +387,12 @@ class Index:
             stmt = stmt.where(_audit.c.recorded_at >= query.since)
         if query.until:
             stmt = stmt.where(_audit.c.recorded_at <= query.until)
-        stmt = stmt.order_by(_audit.c.seq.desc()).limit(query.limit).offset(query.offset)
+        if query.after_seq:
+            stmt = stmt.where(_audit.c.seq > query.after_seq)
+        if query.through_seq is not None:
+            stmt = stmt.where(_audit.c.seq <= query.through_seq)
+        order = _audit.c.seq.asc() if query.oldest_first else _audit.c.seq.desc()
+        stmt = stmt.order_by(order).limit(query.limit).offset(query.offset)
         with self._read() as conn:
             return [_audit_event(row) for row in conn.execute(stmt).mappings()]
 

@@ -228,6 +228,10 @@ class AuditQuery:
     min_outcome: int | None = None
     cross_county: bool = False
     """Only events by actors from another county than `county` (accesses to its patients)."""
+    after_seq: int = 0
+    through_seq: int | None = None
+    oldest_first: bool = False
+    """Newest first unless set; with `after_seq` this pages through the log without offsets."""
     since: str | None = None
     until: str | None = None
     limit: int = 100

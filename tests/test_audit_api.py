@@ -11,10 +11,12 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 
-from arkiv.accounts import Role
-from arkiv.audit import Actor
+from arkiv import audit_review
+from arkiv.accounts import Principal, Role
+from arkiv.audit import Actor, Event, EventType
 from arkiv.audit_checkpoint import CheckpointSigner
 from arkiv.counties import County
+from arkiv.services import Archive
 from storage.records import AuditQuery
 from tests.conftest import PASSWORD, RunningArchive
 from tests.dicom_factory import Spec, encode, make_dataset
@@ -183,3 +185,19 @@ def test_a_thousand_wrong_passwords_lock_out_the_guesser_not_the_archive(
         AuditQuery(actor="tannlege", event_id="110114", limit=2000)
     )
     assert len(logins) >= 20 and all(e.outcome != 0 for e in logins)
+
+
+def test_an_export_pages_through_the_whole_log_once_in_order(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_review, "_EXPORT_PAGE", 3)
+    actor = Actor(name="SENSOR", kind="dicom-ae", county="vestfold")
+    for n in range(10):
+        archive.audit.record(Event(EventType.QUERY, "E", actor, query=f"q{n}"))
+    auditor = Principal("revisor", Role.AUDITOR, County.VESTFOLD)
+    exported = archive.audit_review.export(auditor, AuditQuery(), "all", "csv")
+    first = next(exported)
+    archive.audit.record(Event(EventType.QUERY, "E", actor, query="during the export"))
+    rest = list(exported)
+    seqs = [first.seq, *(e.seq for e in rest)]
+    assert seqs == list(range(1, 12))  # 10 events and the export's own 110101, nothing later
