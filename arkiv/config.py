@@ -28,7 +28,8 @@ class Peer:
     """A DICOM node the archive knows: who it is, where it is, which county owns what it sends.
 
     `host` is the address associations from this AE must come from (empty: any address); `port`
-    is where the archive reaches it for C-MOVE and storage commitment.
+    is where the archive reaches it for C-MOVE and storage commitment; `certificate_cn`, on a TLS
+    port with a CA, the common name its client certificate must carry (empty: any the CA signed).
     """
 
     ae_title: str
@@ -36,6 +37,7 @@ class Peer:
     host: str = ""
     port: int = 0
     services: frozenset[str] = frozenset({"echo", "store"})
+    certificate_cn: str = ""
 
     def allows(self, service: str) -> bool:
         return service in self.services
@@ -174,6 +176,7 @@ def _peer_document(peer: Peer) -> dict[str, Any]:
         "host": peer.host,
         "port": peer.port,
         "services": sorted(peer.services),
+        "certificate_cn": peer.certificate_cn,
     }
 
 
@@ -203,6 +206,7 @@ def parse_peers(raw: Any) -> tuple[Peer, ...]:
                 host=str(entry.get("host", "")),
                 port=int(entry.get("port", 0)),
                 services=services,
+                certificate_cn=str(entry.get("certificate_cn", "")),
             )
         )
     titles = [p.ae_title for p in peers]

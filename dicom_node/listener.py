@@ -16,6 +16,8 @@ from typing import Any
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_node.tls import TlsGate
+
 BACKLOG = 128
 _BIAS_SECONDS = 0.003
 _BIAS_LIMIT = 0.02
@@ -45,10 +47,23 @@ def start_listening(sock: socket.socket) -> None:
     sock.listen(BACKLOG)
 
 
-def server_on(listener: socket.socket) -> type[ThreadedAssociationServer]:
-    """A pynetdicom server class that accepts on `listener` instead of binding its own socket."""
+def server_on(
+    listener: socket.socket, tls: TlsGate | None = None
+) -> type[ThreadedAssociationServer]:
+    """A pynetdicom server class that accepts on `listener` instead of binding its own socket,
+    and with `tls` speaks DICOM over TLS only.
+
+    pynetdicom's own TLS (`ssl_context`) wraps the socket in the accepting thread and so
+    handshakes there: one client that connects and stays silent would stop every other from
+    being accepted. Here the handshake runs in the connection's thread, with a deadline.
+    """
 
     class InheritedSocketServer(ThreadedAssociationServer):
+        # Connection threads live only until the association's own thread is started (or a
+        # TLS handshake fails); a handshake still waiting for its deadline must not hold up
+        # stopping the node.
+        daemon_threads = True
+
         def server_bind(self) -> None:
             if self.socket is not None:
                 self.socket.close()
@@ -67,6 +82,16 @@ def server_on(listener: socket.socket) -> type[ThreadedAssociationServer]:
             connection, address = listener.accept()
             connection.setblocking(True)
             return connection, address
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            """Secure the connection first when the port speaks TLS; a failed handshake closes
+            that connection alone."""
+            if tls is not None:
+                secured = tls.secure(request, str(client_address[0]))
+                if secured is None:
+                    return
+                request = secured
+            super().process_request_thread(request, client_address)
 
         def server_activate(self) -> None:
             """Already listening."""

@@ -1,5 +1,6 @@
 """The DICOM node's listener: AE title, presentation contexts and the association settings a
-real modality needs (large PDUs, timeouts, TCP_NODELAY), bound to the archive's services."""
+real modality needs (large PDUs, timeouts, TCP_NODELAY), the peer policy (who may associate,
+from where, for what) and optionally TLS, bound to the archive's services."""
 
 from __future__ import annotations
 
@@ -12,22 +13,47 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from arkiv.services import Archive
+from dicom_node import peers
 from dicom_node.contexts import storage_contexts, verification_context
-from dicom_node.handlers import handle_connection_open, handle_echo, handle_store
+from dicom_node.handlers import (
+    handle_association_request,
+    handle_connection_open,
+    handle_echo,
+    handle_store,
+)
 from dicom_node.listener import open_listener, server_on
+from dicom_node.peers import Caller, PeerPolicy, record_security_alert
+from dicom_node.tls import HandshakeFailure, TlsGate, server_context
 from dicom_node.transport import SharedContexts, install
 
 log = logging.getLogger(__name__)
 
 _LISTEN_POLL_SECONDS = 0.02
 
+TLS_CLIENT = "(TLS, before association)"
+"""The actor name of an audited TLS handshake failure: no AE title has been sent yet, and this
+is longer than any AE title can be, so it never names a real one."""
+
 
 class DicomNode:
-    """Start and stop the DICOM listener of one archive."""
+    """Start and stop the DICOM listener of one archive.
+
+    Both ways of starting — `start` (one process) and `start_on` (a socket shared with worker
+    processes, as `arkiv serve` runs it) — use the same server class, peer policy and TLS gate,
+    so a worker process enforces exactly what the main process does; workers get the settings,
+    peers included, through the environment (`Settings.as_environment`).
+    """
 
     def __init__(self, archive: Archive) -> None:
         self._archive = archive
         settings = archive.settings
+        self._policy = PeerPolicy(settings)
+        context = server_context(settings)  # raises ConfigError on a half or broken TLS setup
+        self._tls = (
+            TlsGate(context, settings.acse_timeout, self._tls_refused)
+            if context is not None
+            else None
+        )
         ae = AE(ae_title=settings.ae_title)
         ae.maximum_pdu_size = settings.max_pdu_size
         ae.acse_timeout = settings.acse_timeout
@@ -55,16 +81,18 @@ class DicomNode:
         ready); a bound socket that does not listen polls as readable, so serving waits for
         it to listen instead of spinning on failed accepts.
         """
+        archive, policy = self._archive, self._policy
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, handle_connection_open),
-            (evt.EVT_C_ECHO, handle_echo),
-            (evt.EVT_C_STORE, handle_store, [self._archive]),
+            (evt.EVT_REQUESTED, handle_association_request, [archive, policy]),
+            (evt.EVT_C_ECHO, handle_echo, [archive, policy]),
+            (evt.EVT_C_STORE, handle_store, [archive, policy]),
         ]
         server = self._ae.make_server(
             listener.getsockname()[:2],
             contexts=self._contexts,
             evt_handlers=handlers,
-            server_class=server_on(listener),
+            server_class=server_on(listener, self._tls),
         )
         self._server = server
 
@@ -77,7 +105,34 @@ class DicomNode:
 
         threading.Thread(target=serve, name="dicom-acceptor", daemon=True).start()
         host, port = listener.getsockname()[:2]
-        log.info("DICOM node %s listening on %s:%d", self._ae.ae_title, host, port)
+        log.info(
+            "DICOM node %s listening on %s:%d (%s; %d configured peers, unknown AEs %s)",
+            self._ae.ae_title,
+            host,
+            port,
+            self._transport_description(),
+            len(self._archive.settings.peers),
+            "refused" if self._archive.settings.dicom_require_known_peers else "admitted",
+        )
+
+    def _transport_description(self) -> str:
+        if self._tls is None:
+            return "plain TCP"
+        if self._archive.settings.dicom_tls_ca:
+            return "TLS, client certificates required"
+        return "TLS"
+
+    def _tls_refused(self, failure: HandshakeFailure) -> None:
+        """Audit a client certificate that was missing or not trusted (node authentication);
+        other handshake failures (probes, plain-TCP clients) are only logged."""
+        if failure.certificate_problem:
+            record_security_alert(
+                self._archive,
+                Caller(ae_title=TLS_CLIENT, address=failure.address),
+                peers.NODE_AUTHENTICATION,
+                failure.reason,
+                {"transport": "tls"},
+            )
 
     @property
     def port(self) -> int:

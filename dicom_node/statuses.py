@@ -9,6 +9,11 @@ OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
+NOT_AUTHORIZED = 0x0124
+"""Refused: Not Authorized — a general status of PS3.7 Annex C that C-STORE (PS3.7 9.1.1.1.9) and
+the other DIMSE services may return: the calling AE may not invoke this operation here, e.g. a
+configured peer without the "store" service. Not 0xA7xx (out of resources): that invites the
+sender to retry."""
 
 ERROR_COMMENT_LIMIT = 64
 """Error Comment (0000,0902) is LO: 64 characters at most."""
