@@ -24,6 +24,7 @@ from tests.dicom_factory import Spec, encode, make_dataset
 
 VESTFOLD_PATIENT = Spec(patient_id="01017012345", patient_name="Vestre^Vera")
 BUSKERUD_PATIENT = Spec(patient_id="02028054321", patient_name="Bakke^Bjørn")
+TELEMARK_PATIENT = Spec(patient_id="03039067890", patient_name="Tveit^Tone")
 
 PRINCIPALS: dict[str, tuple[Role, County, frozenset[str]]] = {
     "clin_v": (Role.CLINICIAN, County.VESTFOLD, frozenset()),
@@ -53,11 +54,16 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data_dir: Path = tmp_path_factory.mktemp("matrix") / "data"
     for running in _start_archive(data_dir):
-        for spec, county in ((VESTFOLD_PATIENT, "vestfold"), (BUSKERUD_PATIENT, "buskerud")):
+        for spec, county in (
+            (VESTFOLD_PATIENT, "vestfold"),
+            (BUSKERUD_PATIENT, "buskerud"),
+            (TELEMARK_PATIENT, "telemark"),
+        ):
             sensor = Actor(name=f"SENSOR_{county.upper()}", kind="dicom-ae", county=county)
             running.archive.ingest.ingest_dicom(encode(make_dataset(spec)), sensor)
         for name, (role, county, scopes) in PRINCIPALS.items():
             running.archive.accounts.add_user(name, PASSWORD, role, county, scopes=scopes)
+        running.archive.accounts.add_user("to_disable", PASSWORD, Role.CLINICIAN, County.VESTFOLD)
         yield World(running)
 
 
@@ -187,3 +193,66 @@ def test_service_accounts_are_audited_as_services(world: World) -> None:
         AuditQuery(actor="svc_read", event_id="110103")
     )
     assert events and events[0].actor_kind == "service" and events[0].actor_role == "service"
+
+
+# Changes and posted searches, with Basic credentials (no session, so no CSRF token needed).
+# Break the glass is tried on the Telemark patient, whom no other test here reads.
+POSTS: list[tuple[str, str, dict[str, object], str, dict[str, int]]] = [
+    ("ui search", "/search", {"patient_id": VESTFOLD_PATIENT.patient_id}, "form", SEARCH),
+    (
+        "break the glass",
+        "/api/break-glass",
+        {"patient_id": TELEMARK_PATIENT.patient_id, "reason": "akutt"},
+        "json",
+        {**OWN_READ, "clin_v": 201, "clin_b": 201, "svc_read": 403},
+    ),
+    ("audit search posted", "/api/audit/search", {"user": "clin_v"}, "json", AUDIT),
+    (
+        "patient report",
+        "/api/audit/patient-report",
+        {"patient_id": VESTFOLD_PATIENT.patient_id},
+        "json",
+        AUDIT,
+    ),
+    ("fhir search posted", "/fhir/AuditEvent/_search", {"agent": "clin_v"}, "form", AUDIT),
+    ("audit page search", "/audit", {"user": "clin_v"}, "form", AUDIT),
+    (
+        "patient report page",
+        "/audit/patient-report",
+        {"patient_id": VESTFOLD_PATIENT.patient_id},
+        "form",
+        AUDIT,
+    ),
+    ("disable a user", "/api/admin/users/to_disable/disable", {}, "json", ADMIN),
+]
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "body", "kind", "expected"),
+    [pytest.param(*post, id=post[0]) for post in POSTS],
+)
+@pytest.mark.parametrize("who", WHO)
+def test_posts_answer_each_role_and_county_as_the_policy_says(
+    world: World,
+    route: str,
+    path: str,
+    body: dict[str, object],
+    kind: str,
+    expected: dict[str, int],
+    who: str,
+) -> None:
+    with world.client(who) as client:
+        if kind == "json":
+            response = client.post(path, json=body)
+        else:
+            response = client.post(path, data={k: str(v) for k, v in body.items()})
+    assert response.status_code == expected[who], (route, who, response.text[:200])
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_only_an_admin_creates_accounts(world: World, who: str) -> None:
+    new = {"username": f"ny_{who}", "role": "clinician", "county": "telemark", "password": PASSWORD}
+    with world.client(who) as client:
+        response = client.post("/api/admin/users", json=new)
+    assert response.status_code == {**ADMIN, "admin": 201}[who], response.text
+    assert (world.running.archive.index.get_user(f"ny_{who}") is not None) is (who == "admin")
