@@ -81,6 +81,25 @@ def test_database_refuses_updates_and_deletes(logged: Path) -> None:
         db.execute("DELETE FROM audit_events WHERE seq = 3")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM audit_chain_head")
+    # Grants and checkpoints are evidence too: once written, never changed.
+    db.execute(
+        "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, note) "
+        "VALUES (1, 'h', 't', 'k', 'n')"
+    )
+    db.execute(
+        "INSERT INTO break_glass_grants (username, user_county, patient_id, reason_code, "
+        "reason_text, granted_at, expires_at, audit_seq) "
+        "VALUES ('u', 'vestfold', 'p', 'akutt', '', 't', 't', 1)"
+    )
+    for table, change in (
+        ("audit_counties", "county = 'telemark'"),
+        ("audit_checkpoints", "head_hash = 'x'"),
+        ("break_glass_grants", "expires_at = '9999'"),
+    ):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute(f"UPDATE {table} SET {change}")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute(f"DELETE FROM {table}")
     db.close()
 
 
