@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from arkiv import audit_review
 from arkiv.accounts import Principal, Role
 from arkiv.audit import Actor, Event, EventType
 from arkiv.audit_checkpoint import CheckpointSigner
+from arkiv.config import Settings
 from arkiv.counties import County
 from arkiv.services import Archive
 from storage.records import AuditQuery
@@ -201,3 +203,24 @@ def test_an_export_pages_through_the_whole_log_once_in_order(
     rest = list(exported)
     seqs = [first.seq, *(e.seq for e in rest)]
     assert seqs == list(range(1, 12))  # 10 events and the export's own 110101, nothing later
+
+
+def test_a_user_opening_unusually_many_patients_is_listed_for_review(tmp_path: Path) -> None:
+    archive = Archive(Settings(data_dir=tmp_path / "data", review_volume_threshold=3))
+    try:
+        sensor = Actor(name="SENSOR", kind="dicom-ae", county="vestfold")
+        specs = [Spec(patient_id=f"0101701234{n}") for n in range(4)]
+        for spec in specs:
+            archive.ingest.ingest_dicom(encode(make_dataset(spec)), sensor)
+        busy = Principal("travel", Role.CLINICIAN, County.VESTFOLD)
+        calm = Principal("rolig", Role.CLINICIAN, County.VESTFOLD)
+        for spec in specs:
+            archive.access.instances_for_read(busy, "metadata", spec.study_uid)
+        for spec in specs[:2]:
+            archive.access.instances_for_read(calm, "metadata", spec.study_uid)
+        review = archive.audit_review.review(Principal("r", Role.AUDITOR, County.VESTFOLD))
+        assert [(v.actor, v.patients) for v in review.heavy_users] == [("travel", 4)]
+        elsewhere = archive.audit_review.review(Principal("t", Role.AUDITOR, County.TELEMARK))
+        assert elsewhere.heavy_users == []
+    finally:
+        archive.close()
