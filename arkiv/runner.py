@@ -43,6 +43,7 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
 
     archive = Archive(settings)
     forwarder = SyslogForwarder(archive.index, settings) if settings.audit_syslog_host else None
+    archive.audit_forwarder = forwarder
     archive.record_application_event("110120 Application Start")
     if forwarder is not None:
         forwarder.start()

@@ -10,6 +10,7 @@ from arkiv.access import AccessService
 from arkiv.accounts import AccountService
 from arkiv.audit import Actor, AuditLog, Event, EventType
 from arkiv.audit_review import AuditReviewService
+from arkiv.audit_syslog import SyslogForwarder
 from arkiv.break_glass import BreakGlassService
 from arkiv.config import Settings
 from arkiv.consistency import ConsistencyService
@@ -35,6 +36,8 @@ class Archive:
             self.index, self.blobs, self.audit, self.break_glass, settings.audit_group_seconds
         )
         self.audit_review = AuditReviewService(self.index, self.audit, settings)
+        self.audit_forwarder: SyslogForwarder | None = None
+        """Set by the process that forwards the log (`arkiv.runner`), for monitoring."""
         self.accounts = AccountService(self.index, self.audit, settings)
         self.consistency = ConsistencyService(
             self.index, self.blobs, self.ingest, settings.county.value

@@ -497,6 +497,13 @@ class Index:
         with self._read() as conn:
             return [Checkpoint(**dict(row)) for row in conn.execute(stmt).mappings()]
 
+    def latest_checkpoint_seq(self) -> int:
+        """Size of the log at its newest signed checkpoint (0 when none was signed yet)."""
+        with self._read() as conn:
+            return int(
+                conn.execute(select(func.coalesce(func.max(_checkpoints.c.seq), 0))).scalar_one()
+            )
+
     def audit_event_at(self, seq: int) -> AuditEvent | None:
         with self._read() as conn:
             row = conn.execute(select(_audit).where(_audit.c.seq == seq)).mappings().first()

@@ -42,8 +42,26 @@ class ArchiveCollector(Collector):
             ),
             ("arkiv_stored_bytes", stats.stored_bytes, "Bytes of indexed instances"),
             ("arkiv_audit_events", stats.audit_events, "Events in the audit log"),
+            (
+                "arkiv_audit_unsigned_events",
+                stats.audit_events - self._archive.index.latest_checkpoint_seq(),
+                "Audit events not yet covered by a signed checkpoint",
+            ),
         ):
             yield GaugeMetricFamily(name, text, float(value))
+        forwarder = self._archive.audit_forwarder
+        if forwarder is not None:
+            state = forwarder.state()
+            yield GaugeMetricFamily(
+                "arkiv_audit_forward_lag",
+                "Audit events not yet taken by the syslog receiver (kept until it does)",
+                float(state.lag),
+            )
+            yield GaugeMetricFamily(
+                "arkiv_audit_forward_connected",
+                "1 when the last attempt to reach the syslog receiver succeeded",
+                1.0 if state.connected else 0.0,
+            )
 
 
 def registry_for(archive: Archive) -> CollectorRegistry:
