@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -356,12 +357,20 @@ class Index:
     # -- audit -----------------------------------------------------------------------------------
 
     def find_audit_events(self, query: AuditQuery) -> list[AuditEvent]:
+        """Events matching an auditor's filters, newest first (or oldest first when asked).
+
+        Shaped for a log of many millions of events: a patient's events are looked up through
+        `audit_patients` and fetched by sequence number; a time range becomes a range of
+        sequence numbers (events are appended in time order, give or take the moments a writer
+        waits for the lock, hence a margin), so the walk stays inside it.
+        """
         stmt = select(_audit)
         if query.patient_id:
             stmt = stmt.where(
-                exists().where(
-                    (_audit_patients.c.seq == _audit.c.seq)
-                    & (_audit_patients.c.patient_id == query.patient_id)
+                _audit.c.seq.in_(
+                    select(_audit_patients.c.seq).where(
+                        _audit_patients.c.patient_id == query.patient_id
+                    )
                 )
             )
         if query.actor:
@@ -382,18 +391,26 @@ class Index:
         if query.outcome is not None:
             stmt = stmt.where(_audit.c.outcome == query.outcome)
         if query.min_outcome is not None:
-            stmt = stmt.where(_audit.c.outcome >= query.min_outcome)
-        if query.since:
-            stmt = stmt.where(_audit.c.recorded_at >= query.since)
-        if query.until:
-            stmt = stmt.where(_audit.c.recorded_at <= query.until)
-        if query.after_seq:
-            stmt = stmt.where(_audit.c.seq > query.after_seq)
-        if query.through_seq is not None:
-            stmt = stmt.where(_audit.c.seq <= query.through_seq)
-        order = _audit.c.seq.asc() if query.oldest_first else _audit.c.seq.desc()
-        stmt = stmt.order_by(order).limit(query.limit).offset(query.offset)
+            # The four PS3.15 outcomes as a list: a range would walk the whole log by sequence.
+            worse = [o for o in _OUTCOMES if o >= query.min_outcome]
+            stmt = stmt.where(_audit.c.outcome.in_(worse))
         with self._read() as conn:
+            if query.since:
+                stmt = stmt.where(_audit.c.recorded_at >= query.since)
+                before = _seq_bound(conn, query.since, later=False)
+                if before is not None:
+                    stmt = stmt.where(_audit.c.seq > before)
+            if query.until:
+                stmt = stmt.where(_audit.c.recorded_at <= query.until)
+                beyond = _seq_bound(conn, query.until, later=True)
+                if beyond is not None:
+                    stmt = stmt.where(_audit.c.seq < beyond)
+            if query.after_seq:
+                stmt = stmt.where(_audit.c.seq > query.after_seq)
+            if query.through_seq is not None:
+                stmt = stmt.where(_audit.c.seq <= query.through_seq)
+            order = _audit.c.seq.asc() if query.oldest_first else _audit.c.seq.desc()
+            stmt = stmt.order_by(order).limit(query.limit).offset(query.offset)
             return [_audit_event(row) for row in conn.execute(stmt).mappings()]
 
     def iter_audit_events(self, batch: int = 5000, after: int = 0) -> Iterator[AuditEvent]:
@@ -811,6 +828,48 @@ class IndexTransaction:
 
     def purge_sessions(self, now: str) -> None:
         self._conn.execute(sql_delete(_sessions).where(_sessions.c.expires_at <= now))
+
+
+_OUTCOMES = (0, 4, 8, 12)
+_APPEND_SKEW = timedelta(minutes=10)
+"""How far an event's time may run ahead of a later event's: the time is taken before the writer
+queues for the lock. Generous, since it only widens the range walked."""
+
+
+def _seq_bound(conn: Connection, moment: str, later: bool) -> int | None:
+    """A sequence number no event recorded at `moment` (or beyond, in that direction) crosses.
+
+    Appends are ordered by sequence number but take their time a little before they queue, so
+    for events a before b, a's time is at most `_APPEND_SKEW` after b's. Hence every event at or
+    after `moment` comes after any event recorded more than the skew before it, and every event
+    at or before `moment` comes before any recorded more than the skew after it. One probe of the
+    time index finds such an event; None when there is none.
+    """
+    if later:
+        stmt = (
+            select(_audit.c.seq)
+            .where(_audit.c.recorded_at > _shift(moment, _APPEND_SKEW))
+            .order_by(_audit.c.recorded_at)
+        )
+    else:
+        stmt = (
+            select(_audit.c.seq)
+            .where(_audit.c.recorded_at < _shift(moment, -_APPEND_SKEW))
+            .order_by(_audit.c.recorded_at.desc())
+        )
+    found = conn.execute(stmt.limit(1)).scalar()
+    return None if found is None else int(found)
+
+
+def _shift(moment: str, margin: timedelta) -> str:
+    """An ISO time string moved by `margin`; unparseable strings are left as they are."""
+    try:
+        parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    except ValueError:
+        return moment
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return (parsed + margin).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:

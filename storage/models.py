@@ -121,6 +121,7 @@ class AuditEventRow(Base):
         Index("ix_audit_time", "recorded_at"),
         Index("ix_audit_actor", "actor"),
         Index("ix_audit_event_id", "event_id"),
+        Index("ix_audit_outcome_seq", "outcome", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
