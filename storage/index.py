@@ -556,6 +556,9 @@ class Index:
         if county:
             stmt = stmt.where(_audit.c.county == county)
         with self._read() as conn:
+            before = _seq_bound(conn, since, later=False)
+            if before is not None:
+                stmt = stmt.where(_audit.c.seq > before)
             return [UserVolume(**dict(row)) for row in conn.execute(stmt).mappings()]
 
 
