@@ -383,7 +383,10 @@ class Index:
                 )
             )
         if query.county and query.cross_county:
-            stmt = stmt.where(_audit.c.county != query.county)
+            # A literal, so that SQLite may use the partial index of multi-county events.
+            stmt = stmt.where(_audit.c.county != query.county).where(
+                text("audit_events.counties LIKE '%,%'")
+            )
         if query.event_id:
             stmt = stmt.where(_audit.c.event_id == query.event_id)
         if query.action:

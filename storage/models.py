@@ -10,6 +10,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -122,6 +123,12 @@ class AuditEventRow(Base):
         Index("ix_audit_actor", "actor"),
         Index("ix_audit_event_id", "event_id"),
         Index("ix_audit_outcome_seq", "outcome", "seq"),
+        Index(
+            "ix_audit_cross_county",
+            "seq",
+            sqlite_where=text("counties LIKE '%,%'"),
+            postgresql_where=text("counties LIKE '%,%'"),
+        ),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
