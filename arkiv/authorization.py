@@ -9,7 +9,8 @@ for the joint auditor); an administrator manages accounts and sees no images.
 from __future__ import annotations
 
 from arkiv.accounts import Principal, Role
-from arkiv.errors import Forbidden
+from arkiv.counties import parse_county
+from arkiv.errors import Forbidden, InvalidQuery
 
 
 def require_image_search(principal: Principal) -> None:
@@ -51,6 +52,11 @@ def audit_scope(principal: Principal, requested: str | None) -> str | None:
     A county auditor always gets their own county, whatever they asked for; asking for another
     county is refused so that a mistake is visible rather than silently narrowed.
     """
+    if requested:
+        try:
+            requested = parse_county(requested).value
+        except ValueError as exc:
+            raise InvalidQuery(str(exc)) from None
     if principal.role is Role.JOINT_AUDITOR:
         return requested or None
     if principal.role is Role.AUDITOR:

@@ -69,6 +69,7 @@ def test_search_filters_by_county_action_outcome_and_time(site: RunningArchive) 
         today = everything[0]["recorded_at"][:10]
         assert joint.get("/api/audit", params={"since": today, "until": today}).json()
         assert joint.get("/api/audit", params={"until": "2000-01-01"}).json() == []
+        assert joint.get("/api/audit/review", params={"county": "oslo"}).status_code == 400
         for bad in ({"county": "oslo"}, {"since": "i går"}, {"outcome": 3}, {"action": "X"}):
             response = joint.get("/api/audit", params=bad)
             assert response.status_code == 400 and response.json()["reason"]
