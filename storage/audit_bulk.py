@@ -19,11 +19,10 @@ timings) and `query_plans` (SQLite's plan for each statement a call runs, to exp
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,36 +31,21 @@ from sqlalchemy import event
 
 from storage.database import sqlite_path
 from storage.errors import IndexUnavailable
-from storage.index import CHAIN, CHAIN_GENESIS, ChainLink, Index
+from storage.index import (
+    AUDIT_EVENT_COLUMNS,
+    CHAIN,
+    CHAIN_GENESIS,
+    ChainLink,
+    Index,
+    audit_rows,
+)
 from storage.records import NewAuditEvent
 
 AUDIT_TABLES = ("audit_events", "audit_patients", "audit_counties")
 
-_EVENT_COLUMNS = (
-    "seq",
-    "recorded_at",
-    "event_id",
-    "event_name",
-    "action",
-    "outcome",
-    "outcome_description",
-    "actor",
-    "actor_kind",
-    "actor_role",
-    "county",
-    "source_address",
-    "patient_ids",
-    "study_uids",
-    "object_count",
-    "query",
-    "details",
-    "counties",
-    "prev_hash",
-    "hash",
-)
 _INSERT_EVENT = (
-    f"INSERT INTO audit_events ({', '.join(_EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})"
+    f"INSERT INTO audit_events ({', '.join(AUDIT_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in AUDIT_EVENT_COLUMNS)})"
 )
 _INSERT_PATIENT = "INSERT INTO audit_patients (seq, patient_id) VALUES (?, ?)"
 _INSERT_COUNTY = "INSERT INTO audit_counties (seq, county) VALUES (?, ?)"
@@ -82,48 +66,17 @@ class BulkLoadResult:
     database_bytes: int
 
 
-def _plain(value: str) -> bool:
-    """True when `json.dumps` would write the string as is between quotes."""
-    return value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
-
-
-def json_strings(values: Sequence[str]) -> str:
-    """`json.dumps(list(values))`, without its cost for the common case of plain ASCII strings
-    (national IDs, UIDs, county names): the loader encodes tens of millions of these."""
-    if all(_plain(v) for v in values):
-        return "[" + ", ".join(f'"{v}"' for v in values) + "]"
-    return json.dumps(list(values))
-
-
 def event_rows(
     seq: int, prev_hash: str, digest: str, ev: NewAuditEvent
 ) -> tuple[EventRow, list[tuple[int, str]], list[tuple[int, str]]]:
-    """The rows `IndexTransaction.append_audit` writes for one event, in the same encodings."""
-    row = (
-        seq,
-        ev.recorded_at,
-        ev.event_id,
-        ev.event_name,
-        ev.action,
-        ev.outcome,
-        ev.outcome_description,
-        ev.actor,
-        ev.actor_kind,
-        ev.actor_role,
-        ev.county,
-        ev.source_address,
-        json_strings(ev.patient_ids),
-        json_strings(ev.study_uids),
-        ev.object_count,
-        ev.query,
-        json.dumps(ev.details, sort_keys=True),
-        json_strings(ev.counties),
-        prev_hash,
-        digest,
+    """The rows `IndexTransaction.append_audit` writes for one event (`audit_rows`), as tuples
+    for `executemany`."""
+    row, patients, counties = audit_rows(seq, prev_hash, digest, ev)
+    return (
+        tuple(row[c] for c in AUDIT_EVENT_COLUMNS),
+        [(p["seq"], p["patient_id"]) for p in patients],
+        [(c["seq"], c["county"]) for c in counties],
     )
-    patients = [(seq, p) for p in sorted(set(ev.patient_ids))]
-    counties = [(seq, c) for c in sorted(set(ev.counties) | {ev.county})]
-    return row, patients, counties
 
 
 def _database(url: str) -> Path:

@@ -91,6 +91,42 @@ _MOVE_HEAD = (
 )
 
 
+AUDIT_EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _audit.columns)
+
+
+def _plain(value: str) -> bool:
+    """True when `json.dumps` would write the string as is between quotes."""
+    return value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
+
+
+def json_strings(values: Sequence[str]) -> str:
+    """`json.dumps(list(values))`, without its cost for the common case of plain ASCII strings
+    (national IDs, UIDs, county names)."""
+    if all(_plain(v) for v in values):
+        return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+    return json.dumps(list(values))
+
+
+def audit_rows(
+    seq: int, prev_hash: str, digest: str, event: NewAuditEvent
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows one audit event is stored as: the event (lists and details as JSON), the
+    patients it concerns and the counties it concerns (always including the actor's)."""
+    row = {f.name: getattr(event, f.name) for f in fields(event)}
+    row.update(
+        seq=seq,
+        prev_hash=prev_hash,
+        hash=digest,
+        patient_ids=json_strings(event.patient_ids),
+        study_uids=json_strings(event.study_uids),
+        details=json.dumps(event.details, sort_keys=True),
+        counties=json_strings(event.counties),
+    )
+    patients = [{"seq": seq, "patient_id": p} for p in sorted(set(event.patient_ids))]
+    counties = [{"seq": seq, "county": c} for c in sorted(set(event.counties) | {event.county})]
+    return row, patients, counties
+
+
 def name_key(name: str) -> str:
     """Case-folded person name, so that searches match regardless of case, æøå included."""
     return name.casefold()
@@ -713,26 +749,15 @@ class IndexTransaction:
         else:
             seq, prev = int(head["seq"]) + 1, str(head["hash"])
         digest = link(prev, seq, event)
-        fields_of_event = {f.name: getattr(event, f.name) for f in fields(event)}
-        row = {
-            **fields_of_event,
-            "patient_ids": json.dumps(list(event.patient_ids)),
-            "study_uids": json.dumps(list(event.study_uids)),
-            "details": json.dumps(event.details, sort_keys=True),
-            "counties": json.dumps(list(event.counties)),
-            "seq": seq,
-            "prev_hash": prev,
-            "hash": digest,
-        }
+        row, patients, counties = audit_rows(seq, prev, digest, event)
         # Statements built once and given parameters: building them per event cost more than
         # the rest of the append (see docs/PERFORMANCE.md, "Audit").
         self._conn.execute(_INSERT_EVENT, row)
-        patients = [{"seq": seq, "patient_id": p} for p in sorted(set(event.patient_ids))]
         if patients:
             self._conn.execute(_INSERT_EVENT_PATIENT, patients)
-        counties = sorted(set(event.counties) | {event.county})
-        self._conn.execute(_INSERT_EVENT_COUNTY, [{"seq": seq, "county": c} for c in counties])
+        self._conn.execute(_INSERT_EVENT_COUNTY, counties)
         self._conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
+        fields_of_event = {f.name: getattr(event, f.name) for f in fields(event)}
         return AuditEvent(seq=seq, prev_hash=prev, hash=digest, **fields_of_event)
 
     # -- accounts and sessions -----------------------------------------------------------------

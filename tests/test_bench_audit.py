@@ -17,7 +17,8 @@ from arkiv.audit import Actor, Event, EventType, Outcome, chain_hash
 from arkiv.config import Settings
 from arkiv.services import Archive
 from bench import audit as bench
-from storage.audit_bulk import bulk_append_audit, json_strings
+from storage.audit_bulk import bulk_append_audit
+from storage.index import json_strings
 from storage.records import AuditEvent, NewAuditEvent
 
 pytestmark = pytest.mark.timeout(600)
