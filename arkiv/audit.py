@@ -120,7 +120,8 @@ def chain_hash(prev_hash: str, seq: int, event: NewAuditEvent | AuditEvent) -> s
     return hashlib.sha256(canonical_bytes(seq, prev_hash, event)).hexdigest()
 
 
-def _to_record(event: Event) -> NewAuditEvent:
+def to_record(event: Event) -> NewAuditEvent:
+    """The stored form of an event, stamped now, before it is given its place in the chain."""
     return NewAuditEvent(
         recorded_at=now_iso(),
         event_id=event.type.code,
@@ -172,7 +173,7 @@ class AuditLog:
 
     def record_in(self, tx: IndexTransaction, event: Event) -> AuditEvent:
         """Write an event inside a caller's transaction, so both commit or neither does."""
-        return tx.append_audit(_to_record(event), chain_hash)
+        return tx.append_audit(to_record(event), chain_hash)
 
     def verify(
         self,

@@ -58,7 +58,7 @@ from rich.table import Table
 
 from arkiv.access import AccessService
 from arkiv.accounts import Principal, Role
-from arkiv.audit import Actor, AuditLog, Event, EventType, chain_hash
+from arkiv.audit import Actor, AuditLog, Event, EventType, chain_hash, to_record
 from arkiv.break_glass import EMERGENCY_OVERRIDE_STARTED, BreakGlassService
 from arkiv.config import Settings
 from arkiv.counties import County
@@ -118,27 +118,7 @@ class NullAuditLog(AuditLog):
 
 
 def _placeholder(event: Event) -> AuditEvent:
-    return AuditEvent(
-        seq=0,
-        recorded_at="",
-        event_id=event.type.code,
-        event_name=event.type.meaning,
-        action=event.action,
-        outcome=event.outcome,
-        outcome_description=event.outcome_description,
-        actor=event.actor.name,
-        actor_kind=event.actor.kind,
-        actor_role=event.actor.role,
-        county=event.actor.county,
-        source_address=event.actor.address,
-        patient_ids=event.patient_ids,
-        study_uids=event.study_uids,
-        object_count=event.object_count,
-        query=event.query,
-        details=dict(event.details),
-        prev_hash="",
-        hash="",
-    )
+    return AuditEvent(seq=0, prev_hash="", hash="", **vars(to_record(event)))
 
 
 def open_archive(data_dir: Path, audited: bool) -> Archive:
