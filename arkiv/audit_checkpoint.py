@@ -65,6 +65,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from arkiv.atomic_file import fsync_directory, write_atomically
 from arkiv.audit import AuditLog, VerifyReport
 from arkiv.clock import now_iso
 from arkiv.config import Settings
@@ -202,7 +203,7 @@ def _create_exclusively(path: Path, data: bytes) -> None:
                 raise
             _create_without_link(path, data)  # a file system without hard links
         log.info("created the audit signing key %s", path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
@@ -217,14 +218,6 @@ def _create_without_link(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -493,25 +486,11 @@ class CheckpointSigner:
         """A copy to ship off the machine; the index copy is the record, so a failure only warns."""
         try:
             self.note_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self.note_dir / f"{checkpoint.seq}.note", checkpoint.note)
+            write_atomically(self.note_dir / f"{checkpoint.seq}.note", checkpoint.note)
         except OSError as exc:
             log.warning(
                 "audit checkpoint %d not written to %s: %s", checkpoint.seq, self.note_dir, exc
             )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with temporary.open("x", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-    _fsync_directory(path.parent)
 
 
 class CheckpointScheduler:

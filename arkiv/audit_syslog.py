@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from arkiv.atomic_file import write_atomically
 from arkiv.audit_export import dicom_audit_message
 from arkiv.config import ConfigError, Settings
 from storage.index import Index
@@ -430,19 +431,7 @@ class SyslogForwarder:
     def _save_cursor(self, cursor: _Cursor) -> None:
         """Atomically: a temporary file, fsynced, renamed over the old one, directory fsynced.
         A crash leaves the old or the new cursor, never a torn one."""
-        directory = self.cursor_path.parent
-        temporary = directory / f".{self.cursor_path.name}.{os.getpid()}.tmp"
-        data = json.dumps({"seq": cursor.seq, "hash": cursor.hash}).encode("ascii")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.cursor_path)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomically(self.cursor_path, json.dumps({"seq": cursor.seq, "hash": cursor.hash}))
         self._cursor = cursor
 
     # -- the thread ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from arkiv.accounts import SERVICE_SCOPES, Role
+from arkiv.atomic_file import write_atomically
 from arkiv.audit import Actor, Event, EventType
 from arkiv.audit_checkpoint import (
     BrokenLog,
@@ -497,7 +498,8 @@ def _audit_export(archive: Archive, args: argparse.Namespace) -> int:
         sys.stdout.writelines(lines)
         sys.stdout.flush()
         return 0
-    _write_private(args.output, lines)
+    # Audit exports name patients: the file is for its owner only, and appears whole or not.
+    write_atomically(args.output, lines, mode=0o600)
     print(f"audit events written to {args.output}", file=sys.stderr)
     return 0
 
@@ -562,22 +564,6 @@ def _seq_before(index: Index, since: str, last_seq: int) -> int:
         else:
             high = middle - 1
     return low
-
-
-def _write_private(path: Path, lines: Iterable[str]) -> None:
-    """Audit exports name patients: the file is created for its owner only, and appears whole
-    or not at all."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
 
 
 # -- the store -------------------------------------------------------------------------------------
