@@ -15,29 +15,26 @@ from arkiv.errors import Forbidden, InvalidQuery
 
 def require_image_search(principal: Principal) -> None:
     """Searching patients and studies (QIDO-RS, the patient search page)."""
-    if principal.role is Role.CLINICIAN:
-        return
-    if principal.role is Role.SERVICE and "search" in principal.scopes:
-        return
-    raise Forbidden(_refusal(principal, "search for patients"))
+    _require_clinician_or_scope(principal, "search", "search for patients")
 
 
 def require_image_read(principal: Principal) -> None:
     """Reading images and their metadata (WADO-RS, thumbnails, the viewer)."""
-    if principal.role is Role.CLINICIAN:
-        return
-    if principal.role is Role.SERVICE and "retrieve" in principal.scopes:
-        return
-    raise Forbidden(_refusal(principal, "read images"))
+    _require_clinician_or_scope(principal, "retrieve", "read images")
 
 
 def require_store(principal: Principal) -> None:
     """Storing objects over HTTP (STOW-RS, photo upload)."""
+    _require_clinician_or_scope(principal, "store", "store objects")
+
+
+def _require_clinician_or_scope(principal: Principal, scope: str, what: str) -> None:
+    """Clinicians may do all three; a service account what its scopes name."""
     if principal.role is Role.CLINICIAN:
         return
-    if principal.role is Role.SERVICE and "store" in principal.scopes:
+    if principal.role is Role.SERVICE and scope in principal.scopes:
         return
-    raise Forbidden(_refusal(principal, "store objects"))
+    raise Forbidden(_refusal(principal, what))
 
 
 def require_break_glass(principal: Principal) -> None:
