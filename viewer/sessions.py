@@ -16,15 +16,32 @@ from arkiv.accounts import Principal
 from arkiv.config import Settings
 from arkiv.services import Archive
 
-LOGIN_CSRF_FIELD = "csrf_token"
+
+def host_cookie_name(settings: Settings, name: str) -> str:
+    """`__Host-` prefixed (Secure, this host only, path /) unless secure cookies are off."""
+    return f"__Host-{name}" if settings.secure_cookies else name
 
 
 def session_cookie_name(settings: Settings) -> str:
-    return "__Host-arkiv_session" if settings.secure_cookies else "arkiv_session"
+    return host_cookie_name(settings, "arkiv_session")
 
 
 def login_cookie_name(settings: Settings) -> str:
-    return "__Host-arkiv_login" if settings.secure_cookies else "arkiv_login"
+    return host_cookie_name(settings, "arkiv_login")
+
+
+def _set_strict_cookie(
+    response: Response, settings: Settings, name: str, value: str, max_age: int
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        httponly=True,
+        samesite="strict",
+        secure=settings.secure_cookies,
+        max_age=max_age,
+        path="/",
+    )
 
 
 def start_session(
@@ -39,15 +56,8 @@ def start_session(
     if old:
         archive.accounts.end_session(old)
     token = archive.accounts.open_session(principal)
-    response.set_cookie(
-        session_cookie_name(settings),
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=settings.secure_cookies,
-        max_age=int(settings.session_hours * 3600),
-        path="/",
-    )
+    max_age = int(settings.session_hours * 3600)
+    _set_strict_cookie(response, settings, session_cookie_name(settings), token, max_age)
     response.delete_cookie(login_cookie_name(settings), path="/", secure=settings.secure_cookies)
 
 
@@ -68,15 +78,7 @@ def login_csrf_token(request: Request, settings: Settings) -> str:
 
 def set_login_cookie(response: Response, settings: Settings, token: str) -> None:
     """The cookie half of the login form's double-submit token."""
-    response.set_cookie(
-        login_cookie_name(settings),
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=settings.secure_cookies,
-        max_age=3600,
-        path="/",
-    )
+    _set_strict_cookie(response, settings, login_cookie_name(settings), token, 3600)
 
 
 def login_csrf_ok(request: Request, settings: Settings, submitted: str) -> bool:

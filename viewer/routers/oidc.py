@@ -32,7 +32,7 @@ from arkiv.oidc import (
 )
 from viewer.dependencies import ArchiveDep, client_address
 from viewer.routers.auth import home_of
-from viewer.sessions import login_csrf_token, set_login_cookie, start_session
+from viewer.sessions import host_cookie_name, login_csrf_token, set_login_cookie, start_session
 from viewer.templating import templates
 
 router = APIRouter(prefix="/auth/oidc")
@@ -41,7 +41,7 @@ _client_lock = threading.Lock()
 
 
 def pending_cookie_name(settings: Settings) -> str:
-    return "__Host-arkiv_oidc" if settings.secure_cookies else "arkiv_oidc"
+    return host_cookie_name(settings, "arkiv_oidc")
 
 
 def _require_enabled(settings: Settings) -> None:
