@@ -17,12 +17,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from storage.errors import IndexUnavailable
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x61726B6976  # "arkiv": the advisory lock schema upgrades queue on
 
 
 class WriterQueue:
@@ -34,13 +35,17 @@ class WriterQueue:
     which wake the next writer the moment the lock is released.
     """
 
-    def __init__(self, database: Path | None) -> None:
+    def __init__(self, database: Path | None, *, serialise: bool = True) -> None:
         self._lock = threading.Lock()
+        self._serialise = serialise
         self._path = database.with_name(database.name + ".writer-lock") if database else None
         self._fd: int | None = None
 
     @contextmanager
     def turn(self) -> Iterator[None]:
+        if not self._serialise:  # PostgreSQL: writers run side by side; row locks order them
+            yield
+            return
         with self._lock:
             if self._path is None:
                 yield
@@ -72,9 +77,28 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'index.sqlite3'}"
 
 
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def normalise_url(url: str) -> str:
+    """PostgreSQL URLs as operators write them (`postgresql://…`, `postgres://…`) use psycopg 3,
+    the driver the archive ships with, rather than SQLAlchemy's default psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 def create_index_engine(url: str) -> Engine:
-    """An engine configured for the archive's durability and concurrency needs."""
-    if url.startswith("sqlite"):
+    """An engine configured for the archive's durability and concurrency needs.
+
+    PostgreSQL runs at READ COMMITTED with its defaults (`synchronous_commit=on`: a commit is on
+    disk before it returns). Connections are checked before use, so a database restart or a
+    failover costs the requests in flight, not the node.
+    """
+    url = normalise_url(url)
+    if is_sqlite(url):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 60, "isolation_level": None},
@@ -84,7 +108,18 @@ def create_index_engine(url: str) -> Engine:
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    if not url.startswith("postgresql"):
+        raise IndexUnavailable(
+            f"unsupported index database {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://"
+        )
+    return create_engine(
+        url,
+        pool_size=8,
+        max_overflow=16,
+        pool_pre_ping=True,
+        pool_timeout=30,
+        connect_args={"connect_timeout": 10, "application_name": "arkiv"},
+    )
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -115,6 +150,12 @@ def migrate(engine: Engine) -> None:
         with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection:
             config.attributes["connection"] = connection
             with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    # Nodes starting together take turns: the first upgrades, the others then
+                    # find the schema at head (PostgreSQL's DDL is transactional).
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                    )
                 command.upgrade(config, "head")
     except Exception as exc:  # any driver error means the index is unusable
         raise IndexUnavailable(f"cannot prepare the index database: {exc}") from exc

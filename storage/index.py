@@ -36,6 +36,7 @@ from storage.database import (
     WRITE_OPTION,
     WriterQueue,
     create_index_engine,
+    is_sqlite,
     migrate,
     sqlite_path,
 )
@@ -168,7 +169,7 @@ class Index:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine = create_index_engine(url)
-        self._writers = WriterQueue(sqlite_path(url))
+        self._writers = WriterQueue(sqlite_path(url), serialise=is_sqlite(url))
         self._keys = KeyCache()
         migrate(self._engine)
 
@@ -401,6 +402,15 @@ class Index:
             keys = set(conn.execute(select(_instances.c.blob_key)).scalars())
             keys.update(conn.execute(select(_conflicts.c.blob_key)).scalars())
         return keys
+
+    def blob_digests(self) -> dict[str, str]:
+        """Every blob the index refers to, with the SHA-256 (hex) recorded when it was received."""
+        digests: dict[str, str] = {}
+        with self._read() as conn:
+            for table in (_conflicts, _instances):  # an instance's digest wins over a conflict's
+                rows = conn.execute(select(table.c.blob_key, table.c.sha256))
+                digests.update({str(key): str(sha) for key, sha in rows})
+        return digests
 
     # -- audit -----------------------------------------------------------------------------------
 
@@ -741,13 +751,18 @@ class IndexTransaction:
         return self._ensure(_series, values, lookup, key)
 
     def append_audit(self, event: NewAuditEvent, link: ChainLink) -> AuditEvent:
-        """Append to the chain; the head row is locked so that appenders line up one by one."""
+        """Append to the chain; the head row is locked so that appenders line up one by one.
+
+        This is what keeps one chain valid with many writers (threads, DICOM workers, several
+        nodes on one PostgreSQL): the row lock is held until commit, so the next appender reads
+        the committed head, and an appender that rolls back leaves the head as it was. Callers
+        append last in their transaction to hold the lock as briefly as possible.
+        """
         head = self._conn.execute(_LOCK_HEAD).mappings().first()
-        if head is None:
-            seq, prev = 1, CHAIN_GENESIS
-            self._conn.execute(_head.insert().values(chain=CHAIN, seq=0, hash=CHAIN_GENESIS))
-        else:
-            seq, prev = int(head["seq"]) + 1, str(head["hash"])
+        if head is None:  # the very first event: whoever inserts the genesis head goes first
+            _insert_ignore(self._conn, _head, {"chain": CHAIN, "seq": 0, "hash": CHAIN_GENESIS})
+            head = self._conn.execute(_LOCK_HEAD).mappings().one()
+        seq, prev = int(head["seq"]) + 1, str(head["hash"])
         digest = link(prev, seq, event)
         row, patients, counties = audit_rows(seq, prev, digest, event)
         # Statements built once and given parameters: building them per event cost more than
@@ -784,12 +799,15 @@ class IndexTransaction:
         )
 
     def set_disabled(self, username: str, disabled: bool) -> bool:
-        result = self._conn.execute(
-            update(_users).where(_users.c.username == username).values(disabled=disabled)
-        )
+        changed = self._conn.execute(
+            update(_users)
+            .where(_users.c.username == username)
+            .values(disabled=disabled)
+            .returning(_users.c.id)
+        ).first()
         if disabled:
             self._conn.execute(sql_delete(_sessions).where(_sessions.c.username == username))
-        return bool(result.rowcount)
+        return changed is not None
 
     def set_password(self, username: str, password_hash: str) -> None:
         self._conn.execute(
@@ -926,7 +944,9 @@ def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bo
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise IndexUnavailable(f"unsupported database dialect {dialect}")
-    return bool(conn.execute(stmt).rowcount)
+    # RETURNING, not rowcount: psycopg reports no row count for a skipped conflict (-1).
+    key = next(iter(table.primary_key.columns))
+    return conn.execute(stmt.returning(key)).first() is not None
 
 
 def _apply_study_filters(stmt: Any, query: StudyQuery) -> Any:
