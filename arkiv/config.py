@@ -121,6 +121,26 @@ class Settings:
     login_lockout_seconds: int = 30
     max_pixels: int = 1 << 28
     """Largest Rows×Columns×Samples×Frames accepted at ingest (a guard against absurd headers)."""
+    s3_endpoint: str = ""
+    """host:port of an S3 server: when set, objects are kept in its bucket instead of under
+    data_dir (any plain S3 server: MinIO, Ceph RGW, SeaweedFS, AIStor)."""
+    s3_bucket: str = "arkiv"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = ""
+    s3_secure: bool = True
+    """HTTPS to the S3 server; off only for a server on loopback or a private test network."""
+    s3_ca_file: str = ""
+    """CA bundle trusted for the S3 server's certificate (empty: the system's)."""
+    s3_object_lock_mode: str = ""
+    """GOVERNANCE or COMPLIANCE: objects cannot be deleted or overwritten for s3_object_lock_days
+    (the bucket must be created by the archive, with object lock, for this to apply)."""
+    s3_object_lock_days: int = 0
+    s3_part_size_mb: int = 64
+    """Objects larger than this go up in parts of this size (multipart upload)."""
+    s3_timeout_seconds: float = 10.0
+    s3_retries: int = 3
+    """Attempts after the first for a failed request, with exponential backoff."""
 
     @property
     def index_url(self) -> str:
@@ -137,6 +157,10 @@ class Settings:
         return {
             f"{_ENV_PREFIX}{f.name.upper()}": _env_text(getattr(self, f.name)) for f in fields(self)
         }
+
+    @property
+    def uses_s3(self) -> bool:
+        return bool(self.s3_endpoint)
 
     @property
     def blob_dir(self) -> Path:
@@ -302,4 +326,30 @@ def _coerce(values: dict[str, Any]) -> Settings:
     result = replace(settings, **changes)
     if len(result.ae_title) > 16 or not result.ae_title.strip():
         raise ConfigError("setting 'ae_title' must be 1 to 16 characters")
+    _check_s3(result)
     return result
+
+
+_OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+def _check_s3(settings: Settings) -> None:
+    if settings.s3_object_lock_mode and settings.s3_object_lock_mode not in _OBJECT_LOCK_MODES:
+        raise ConfigError(
+            f"setting 's3_object_lock_mode' must be one of {', '.join(_OBJECT_LOCK_MODES)} "
+            f"or empty, not {settings.s3_object_lock_mode!r}"
+        )
+    if settings.s3_object_lock_mode and settings.s3_object_lock_days <= 0:
+        raise ConfigError("setting 's3_object_lock_days' must be at least 1 when a mode is set")
+    if settings.s3_part_size_mb < 5:
+        raise ConfigError("setting 's3_part_size_mb' must be at least 5 (the S3 minimum part)")
+    if settings.uses_s3 and not (settings.s3_access_key and settings.s3_secret_key):
+        raise ConfigError(
+            "settings 's3_access_key' and 's3_secret_key' are needed with 's3_endpoint'"
+        )
+
+
+def load_settings_file(path: Path) -> Settings:
+    """Settings from a TOML file alone, without the `ARKIV_*` environment: for describing another
+    archive than the one this process runs as (the target of `arkiv migrate`)."""
+    return _coerce(_from_toml(path))

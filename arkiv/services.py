@@ -15,9 +15,10 @@ from arkiv.break_glass import BreakGlassService
 from arkiv.config import Settings
 from arkiv.consistency import ConsistencyService
 from arkiv.ingest import IngestService
-from storage.blobs import FileBlobStore
+from storage.blobs import BlobStore, FileBlobStore
 from storage.errors import StorageError
 from storage.index import Index
+from storage.s3 import S3BlobStore, S3Location
 
 
 class Archive:
@@ -28,7 +29,7 @@ class Archive:
         except OSError as exc:
             raise StorageError(f"cannot create data directory {settings.data_dir}: {exc}") from exc
         self.index = Index(settings.index_url)
-        self.blobs = FileBlobStore(settings.blob_dir)
+        self.blobs = open_blob_store(settings)
         self.audit = AuditLog(self.index)
         self.ingest = IngestService(self.index, self.blobs, self.audit, settings.max_pixels)
         self.break_glass = BreakGlassService(self.index, self.audit, settings)
@@ -62,3 +63,29 @@ class Archive:
     def close(self) -> None:
         self.ingest.close()
         self.index.close()
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The S3 bucket when one is configured (scale-out), else files under the data directory.
+
+    The S3 store makes no request here: a node whose object store is down still starts, reports
+    not-ready and refuses what it cannot keep, and recovers by itself when the store returns.
+    """
+    if not settings.uses_s3:
+        return FileBlobStore(settings.blob_dir)
+    return S3BlobStore(
+        S3Location(
+            endpoint=settings.s3_endpoint,
+            bucket=settings.s3_bucket,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            ca_file=settings.s3_ca_file,
+            object_lock_mode=settings.s3_object_lock_mode,
+            object_lock_days=settings.s3_object_lock_days,
+            part_size=settings.s3_part_size_mb * 1024 * 1024,
+            timeout=settings.s3_timeout_seconds,
+            retries=settings.s3_retries,
+        )
+    )

@@ -33,9 +33,15 @@ class StoredBlob:
 
 
 class BlobStore(Protocol):
-    """The interface every blob store (filesystem, S3) offers to the core."""
+    """The interface every blob store (filesystem, S3) offers to the core.
 
-    def put(self, key: str, data: bytes, sha256: str) -> StoredBlob: ...
+    Every method raises `BlobStoreUnavailable` when the store cannot be reached or written, and
+    `open`/`read` raise `BlobNotFound` for a key that holds no object.
+    """
+
+    def put(self, key: str, data: bytes, sha256: str) -> StoredBlob:
+        """Make `data` durable under `key`; `sha256` (hex) is the caller's digest of it."""
+        ...
 
     def open(self, key: str) -> BinaryIO: ...
 
@@ -47,7 +53,18 @@ class BlobStore(Protocol):
 
     def keys(self) -> Iterator[str]: ...
 
-    def check(self) -> None: ...
+    def check(self) -> None:
+        """Readiness: raise `BlobStoreUnavailable` unless objects can be written now."""
+        ...
+
+    def describe(self) -> str:
+        """Where the objects are, for messages an operator reads."""
+        ...
+
+    def restore(self, key: str, sha256: str) -> bool:
+        """Make an earlier intact copy of `key` (one whose content hashes to `sha256`) the
+        current object again; False when the store keeps no such copy."""
+        ...
 
 
 def validate_key(key: str) -> str:
@@ -129,6 +146,13 @@ class FileBlobStore:
         for path in self._objects.rglob("*"):
             if path.is_file():
                 yield path.relative_to(self._objects).as_posix()
+
+    def describe(self) -> str:
+        return f"files under {self._objects}"
+
+    def restore(self, key: str, sha256: str) -> bool:
+        """A filesystem keeps one copy of each object: there is nothing earlier to go back to."""
+        return False
 
     def check(self) -> None:
         """Readiness: the store can create and remove a file."""
