@@ -8,7 +8,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 ARGS ?=
 
-.PHONY: setup system-packages node-packages serve test lint typecheck bench clean
+.PHONY: setup system-packages node-packages minio serve test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,14 @@ typecheck: $(STAMP)
 node-packages: system-packages
 	.ci/install-node-packages
 
-test: system-packages node-packages $(STAMP) lint typecheck
+# MinIO built from source with go install (cached in ~/.cache/arkiv-tools after the first build).
+minio:
+	.ci/install-minio
+
+test: system-packages node-packages minio $(STAMP) lint typecheck
 	$(VENV)/bin/pytest -ra
 
-bench: system-packages $(STAMP)
+bench: system-packages minio $(STAMP)
 	$(VENV)/bin/python -m bench.ingest $(ARGS)
 
 # The audit benchmark needs no system packages (no DICOM peers: everything runs in-process).

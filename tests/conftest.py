@@ -1,18 +1,24 @@
-"""Shared fixtures: a running archive (DICOM node and web app on loopback ports) and DCMTK.
+"""Shared fixtures: a running archive (DICOM node and web app on loopback ports), DCMTK, and
+the real PostgreSQL and MinIO servers of the scale-out backend.
 
-Real DCMTK tools are required: a test that needs one fails when it is missing, it never skips.
+Real DCMTK tools and servers are required: a test that needs one fails when it is missing, it
+never skips. Tests marked `both_backends` run once on the embedded default (SQLite and files) and
+once on PostgreSQL + MinIO; the others on the embedded default only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +29,13 @@ from arkiv.config import Settings
 from arkiv.counties import County
 from arkiv.services import Archive
 from dicom_node.server import DicomNode
+from tests.servers import (
+    MINIO_PASSWORD,
+    MINIO_USER,
+    MinioServer,
+    PostgresServer,
+    ServerUnavailable,
+)
 from viewer.app import create_app
 
 PASSWORD = "riktig-hest-batteri"
@@ -63,9 +76,88 @@ class RunningArchive:
         return httpx.Client(base_url=self.base_url, timeout=30)
 
 
-def _start_archive(data_dir: Path) -> Iterator[RunningArchive]:
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session; each test gets a database of its own."""
+    try:
+        server = PostgresServer.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def minio_server() -> Iterator[MinioServer]:
+    """One MinIO server for the session; each test gets a bucket of its own."""
+    try:
+        server = MinioServer.start()
+    except ServerUnavailable as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def scaleout_overrides(
+    postgres: PostgresServer, minio: MinioServer, database: str, bucket: str
+) -> dict[str, Any]:
+    """Settings that point an archive at a database and a bucket of the test servers."""
+    return {
+        "database_url": postgres.url(database),
+        "s3_endpoint": minio.endpoint,
+        "s3_bucket": bucket,
+        "s3_access_key": MINIO_USER,
+        "s3_secret_key": MINIO_PASSWORD,
+        "s3_secure": False,
+    }
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_backends") is not None
+        names = ["embedded", "scaleout"] if both else ["embedded"]
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+BACKENDS = ("embedded", "scaleout")
+
+
+@contextlib.contextmanager
+def backend_settings(request: pytest.FixtureRequest, name: str) -> Iterator[dict[str, Any]]:
+    """Settings overrides of a backend: none for the embedded default, or a fresh PostgreSQL
+    database and S3 bucket (the archive creates the bucket at its first start)."""
+    if name == "embedded":
+        yield {}
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    minio: MinioServer = request.getfixturevalue("minio_server")
+    database = postgres.create_database()
+    try:
+        yield scaleout_overrides(postgres, minio, database, f"t-{uuid.uuid4().hex[:12]}")
+    finally:
+        postgres.drop_database(database)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The backend under test, as settings overrides (parametrised by pytest_generate_tests)."""
+    with backend_settings(request, request.param) as overrides:
+        yield overrides
+
+
+def _start_archive(
+    data_dir: Path, overrides: dict[str, Any] | None = None
+) -> Iterator[RunningArchive]:
     settings = Settings(
-        data_dir=data_dir, dicom_port=free_port(), http_port=free_port(), secure_cookies=False
+        data_dir=data_dir,
+        dicom_port=free_port(),
+        http_port=free_port(),
+        secure_cookies=False,
+        **(overrides or {}),
     )
     archive = Archive(settings)
     node = DicomNode(archive)
@@ -95,15 +187,15 @@ def _start_archive(data_dir: Path) -> Iterator[RunningArchive]:
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[RunningArchive]:
+def running(tmp_path: Path, backend: dict[str, Any]) -> Iterator[RunningArchive]:
     """A fresh archive per test, served on free loopback ports."""
-    yield from _start_archive(tmp_path / "data")
+    yield from _start_archive(tmp_path / "data", backend)
 
 
 @pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
+def archive(tmp_path: Path, backend: dict[str, Any]) -> Iterator[Archive]:
     """The services alone, for tests of the core without the network."""
-    instance = Archive(Settings(data_dir=tmp_path / "data"))
+    instance = Archive(Settings(data_dir=tmp_path / "data", **backend))
     try:
         yield instance
     finally:

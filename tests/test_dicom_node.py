@@ -49,6 +49,8 @@ from tests.dicom_factory import (
     write,
 )
 
+pytestmark = pytest.mark.both_backends
+
 AE_TITLE = "ARKIV"
 MODALITY = "MODALITY1"
 HOST = "127.0.0.1"

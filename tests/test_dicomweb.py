@@ -27,7 +27,7 @@ from pydicom.uid import generate_uid
 
 from arkiv.audit import Actor
 from storage.records import AuditEvent, AuditQuery
-from tests.conftest import PASSWORD, RunningArchive, _start_archive
+from tests.conftest import BACKENDS, PASSWORD, RunningArchive, _start_archive, backend_settings
 from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
 
 QUERY = "110112"
@@ -157,10 +157,15 @@ def values(items: list[dict[str, Any]], tag: str) -> list[Any]:
     return [item[tag]["Value"][0] for item in items]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def corpus(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Corpus]:
     start = contextlib.contextmanager(_start_archive)
-    with start(tmp_path_factory.mktemp("dicomweb") / "data") as running:
+    with (
+        backend_settings(request, request.param) as overrides,
+        start(tmp_path_factory.mktemp("dicomweb") / "data", overrides) as running,
+    ):
         studies = {
             key: ingest_study(running, key, plan, seed=100 * n)
             for n, (key, plan) in enumerate(PLANS.items())

@@ -13,6 +13,8 @@ from arkiv.audit_syslog import SyslogForwarder, SyslogUnavailable
 from tests.conftest import RunningArchive
 from tests.dicom_factory import Spec, encode, make_dataset
 
+pytestmark = pytest.mark.both_backends
+
 MODALITY = Actor(name="SENSOR1", kind="dicom-ae", county="vestfold", address="127.0.0.1")
 
 

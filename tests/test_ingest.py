@@ -23,6 +23,8 @@ from tests.dicom_factory import (
     synthetic_national_id,
 )
 
+pytestmark = pytest.mark.both_backends
+
 MODALITY = Actor(name="SENSOR1", kind="dicom-ae", county="vestfold", address="10.0.0.5")
 
 

@@ -24,7 +24,14 @@ from arkiv.accounts import Role
 from arkiv.audit import Actor
 from arkiv.counties import County
 from storage.records import AuditEvent, AuditQuery
-from tests.conftest import PASSWORD, RunningArchive, _start_archive, post_login
+from tests.conftest import (
+    BACKENDS,
+    PASSWORD,
+    RunningArchive,
+    _start_archive,
+    backend_settings,
+    post_login,
+)
 from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -151,10 +158,15 @@ class Site:
         return found
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def site(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Site]:
     start = contextlib.contextmanager(_start_archive)
-    with start(tmp_path_factory.mktemp("web") / "data") as running:
+    with (
+        backend_settings(request, request.param) as overrides,
+        start(tmp_path_factory.mktemp("web") / "data", overrides) as running,
+    ):
         ase = [
             ingest_study(running, ASE, "Ødegård^Åse", "20230105", images=2),
             ingest_study(running, ASE, "Ødegård^Åse", "20240610"),
