@@ -21,11 +21,13 @@ the store is down. The bucket is prepared lazily on the first write or readiness
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import math
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -58,6 +60,9 @@ _CREDENTIAL_CODES = frozenset(
 _ALREADY_STORED = "PreconditionFailed"
 _CONDITIONAL_CONFLICT = "ConditionalRequestConflict"
 _PUT_ATTEMPTS = 3
+_PROBE_PREFIX = "arkiv-probe/"
+"""Keys of the write probes readiness makes while writes fail; not archive objects."""
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # Transport failures (urllib3's errors, sockets) and answers that are not S3 (a proxy's page,
 # malformed XML): both mean the store cannot be used now.
 _TRANSPORT_ERRORS: tuple[type[Exception], ...] = (urllib3.exceptions.HTTPError, OSError)
@@ -129,6 +134,9 @@ class S3BlobStore:
         self._lock_mode = mode
         self._prepare_lock = threading.Lock()
         self._prepared = False
+        self._write_failure: str | None = None
+        """Why the last write failed, until one succeeds: a store that answers reads but has
+        lost write quorum is not ready, and only a write shows it."""
         try:
             self._client = Minio(
                 location.endpoint,
@@ -246,7 +254,15 @@ class S3BlobStore:
         """
         validate_key(key)
         digest = _digest(sha256)
-        sha256 = sha256.lower()
+        try:
+            stored = self._store(key, data, sha256.lower(), digest)
+        except BlobStoreUnavailable as exc:
+            self._write_failure = str(exc)
+            raise
+        self._write_failure = None
+        return stored
+
+    def _store(self, key: str, data: bytes, sha256: str, digest: bytes) -> StoredBlob:
         if not self._prepared:
             self.prepare()
         for _attempt in range(_PUT_ATTEMPTS):
@@ -450,7 +466,7 @@ class S3BlobStore:
             self.prepare()
         try:
             for item in self._client.list_objects(self._bucket, recursive=True):
-                if not item.is_dir:
+                if not item.is_dir and not str(item.object_name).startswith(_PROBE_PREFIX):
                     yield str(item.object_name)
         except (*_TRANSPORT_ERRORS, *_SERVER_ERRORS) as exc:
             raise self._unavailable(exc, f"list bucket {self._bucket}") from exc
@@ -529,6 +545,14 @@ class S3BlobStore:
                     f"S3 store {self.describe()} is unreachable: bucket {self._bucket} no longer "
                     "exists (it was removed on the server)"
                 )
+            if self._write_failure is not None:
+                # Writes failed last time: only a write proves they work again. Each probe is a
+                # new key (a conditional PUT to a key that exists could be answered from read
+                # quorum alone), empty, written only while the store is failing, then deleted.
+                probe = f"{_PROBE_PREFIX}{uuid.uuid4().hex}"
+                self.put(probe, b"", _EMPTY_SHA256)
+                with contextlib.suppress(BlobStoreUnavailable):
+                    self.delete(probe)
         except BlobStoreUnavailable as exc:
             # One form for readiness probes and operators: "... is unreachable: <why>".
             detail = str(exc).removeprefix(f"S3 store {self.describe()}").lstrip(" :")

@@ -243,12 +243,15 @@ class MinioNode:
         return f"{LOCALHOST}:{self.port}"
 
     def launch(self) -> None:
+        # In a container MinIO waits for peers on loopback addresses to "resolve to a valid IP"
+        # unless it is told which endpoint is its own; then the others are taken as remote.
+        env = {**_minio_env(), "_MINIO_SERVER_LOCAL": self.endpoint}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=_minio_env(),
+                env=env,
                 start_new_session=True,
             )
 
