@@ -51,5 +51,11 @@ bench: system-packages minio $(STAMP)
 bench-audit: $(STAMP)
 	$(VENV)/bin/python -m bench.audit $(ARGS)
 
+# Audit events per second the one chain takes from 1, 2, 4 and 8 writer processes, on SQLite
+# and on PostgreSQL (Debian's package, started on loopback by the benchmark).
+.PHONY: bench-chain
+bench-chain: system-packages $(STAMP)
+	$(VENV)/bin/python -m bench.audit_chain $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,10 +15,11 @@ from arkiv.counties import County
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def _readme_toml() -> str:
-    match = re.search(r"```toml\n(.*?)```", README.read_text(), re.S)
-    assert match, "the README shows a production configuration"
-    return match.group(1)
+def _readme_toml(number: int = 0) -> str:
+    """The README's TOML examples: the production one first, then the scale-out one."""
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) > number, "the README shows the configuration example"
+    return str(blocks[number])
 
 
 def test_the_readme_production_example_loads(
@@ -38,6 +39,35 @@ def test_the_readme_production_example_loads(
     )
     assert settings.peer("PANO_TONSBERG  ") == peer and settings.peer("OTHER") is None
     assert set(settings.break_glass_reasons) == {"akutt", "henvisning"}
+
+
+def test_the_readme_scaleout_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("ARKIV_"):
+            monkeypatch.delenv(key)
+    path = tmp_path / "scaleout.toml"
+    path.write_text(_readme_toml(1).replace("…", "x"))
+    settings = load_settings(path)
+    assert settings.uses_s3 and settings.s3_secure
+    assert settings.index_url.startswith("postgresql://")
+    assert (settings.s3_object_lock_mode, settings.s3_object_lock_days) == ("COMPLIANCE", 3650)
+
+
+def test_scaleout_is_configured_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {
+        "ARKIV_DATABASE_URL": "postgresql://arkiv@db/arkiv",
+        "ARKIV_S3_ENDPOINT": "minio1:9000",
+        "ARKIV_S3_BUCKET": "tannbilder",
+        "ARKIV_S3_ACCESS_KEY": "arkiv",
+        "ARKIV_S3_SECRET_KEY": "hemmelig",
+        "ARKIV_S3_SECURE": "false",
+        "ARKIV_S3_PART_SIZE_MB": "16",
+    }.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    assert settings.index_url == "postgresql://arkiv@db/arkiv"
+    assert (settings.s3_endpoint, settings.s3_bucket) == ("minio1:9000", "tannbilder")
+    assert settings.s3_secure is False and settings.s3_part_size_mb == 16
 
 
 def test_peers_and_reasons_survive_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,6 +96,11 @@ def test_peers_and_reasons_survive_the_environment(monkeypatch: pytest.MonkeyPat
         ("break_glass_reasons = {}", "break_glass_reasons"),
         ('dicom_require_known_peers = "maybe"', "dicom_require_known_peers"),
         ('session_idle_minutes = "lang"', "session_idle_minutes"),
+        ('s3_object_lock_mode = "forever"', "s3_object_lock_mode"),
+        ('s3_object_lock_mode = "COMPLIANCE"', "s3_object_lock_days"),
+        ("s3_part_size_mb = 1", "s3_part_size_mb"),
+        ('s3_endpoint = "minio:9000"', "s3_access_key"),
+        ('s3_secure = "sometimes"', "s3_secure"),
     ],
 )
 def test_bad_settings_are_refused_by_name(
