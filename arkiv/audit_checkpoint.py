@@ -506,6 +506,7 @@ class CheckpointScheduler:
         self._signer = signer
         self._interval = minutes * 60.0
         self._stopping = threading.Event()
+        self._final = True
         self._thread: threading.Thread | None = None
         self.failures = 0
 
@@ -513,14 +514,17 @@ class CheckpointScheduler:
         if self._thread is not None:
             raise RuntimeError("the checkpoint scheduler is running already")
         self._stopping.clear()
+        self._final = True
         self._thread = threading.Thread(target=self._run, name="audit-checkpoints", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Wake the thread, let it sign the final checkpoint, and wait for it."""
+    def stop(self, timeout: float = 60.0, *, final: bool = True) -> None:
+        """Wake the thread, let it sign the final checkpoint (unless `final` is False: another
+        process has taken over the signing), and wait for it."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        self._final = final
         self._stopping.set()
         thread.join(timeout)
         if thread.is_alive():
@@ -530,7 +534,8 @@ class CheckpointScheduler:
         self._sign()
         while not self._stopping.wait(self._interval):
             self._sign()
-        self._sign()
+        if self._final:
+            self._sign()
 
     def _sign(self) -> None:
         try:

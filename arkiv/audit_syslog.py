@@ -6,11 +6,17 @@ an RFC 5424 syslog message, over mutually authenticated TLS with RFC 5425 octet-
 The archive's own audit table stays the primary, legally required copy; forwarding is a second
 copy outside the reach of anyone who controls the archive's machines. So forwarding never blocks
 or fails an action: a background thread follows the log. Its *cursor* (the sequence number and
-hash of the last event the receiver took, in `audit-forward.cursor` in the data directory) and
-the insert-only audit table together are the spool: while the receiver is down nothing is lost,
-and after reconnecting everything after the cursor is sent again, oldest first. Delivery is
+hash of the last event the receiver took, in the index's `audit_forward_cursor` table) and the
+insert-only audit table together are the spool: while the receiver is down nothing is lost, and
+after reconnecting everything after the cursor is sent again, oldest first. Delivery is
 at-least-once: an event can arrive twice after a failure, and its sequence number (carried in
 the message as a ParticipantObject with ID type `seq`) lets the receiver recognise the repeat.
+
+One process per index forwards at a time (`arkiv.audit_duties` holds a lease for that); since
+the cursor is in the index, whichever node takes over continues where the last one stopped.
+Archives from before the cursor moved into the index kept it in `audit-forward.cursor` in the
+data directory: when the index has no cursor yet, the forwarder takes that file's position once,
+says so in the log, and renames the file to `audit-forward.cursor.imported`.
 
 "The receiver took it" is as strong as syslog over TLS allows, which has no acknowledgement of
 its own (RELP would): after each batch the forwarder waits until the receiver's TCP stack has
@@ -41,23 +47,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from arkiv.atomic_file import write_atomically
 from arkiv.audit_export import dicom_audit_message
+from arkiv.clock import now_iso
 from arkiv.config import ConfigError, Settings
 from storage.index import Index
 from storage.records import AuditEvent
 
 __all__ = [
     "CURSOR_FILE",
+    "CURSOR_NAME",
     "ForwarderState",
     "SyslogForwarder",
     "SyslogUnavailable",
     "syslog_frame",
+    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
 
+CURSOR_NAME = "syslog"
+"""The forwarder's row in the index's `audit_forward_cursor` table."""
 CURSOR_FILE = "audit-forward.cursor"
+"""Where the cursor was kept, in the data directory, before it moved into the index."""
+IMPORTED_SUFFIX = ".imported"
 PRI = 85
 """Facility 10 (security/authorization, authpriv) × 8 + severity 5 (notice), as ITI-20 asks."""
 MSGID = "IHE+RFC-3881"
@@ -139,7 +151,9 @@ class SyslogForwarder:
 
     `start()` runs it in a background thread; `forward_pending()` does one round in the caller's
     thread (tests, and the final flush in `stop()`). Both may be used on one object: rounds never
-    overlap. One forwarder per data directory: two would share the cursor file.
+    overlap. One forwarder per index at a time: two would both send everything and move the one
+    cursor (`arkiv.audit_duties` runs it in one process only). The cursor is read from the index
+    when the forwarder is made, so a forwarder made on another node continues from it.
     """
 
     def __init__(
@@ -170,8 +184,8 @@ class SyslogForwarder:
         self._retry_max = retry_max_seconds
         self._timeout = timeout_seconds
         self._settle = settle_seconds
-        self.cursor_path = Path(settings.data_dir) / CURSOR_FILE
-        self._ssl_context()  # fail at start-up on unreadable or wrong TLS files, not at first send
+        self.legacy_cursor_path = Path(settings.data_dir) / CURSOR_FILE
+        tls_context(settings)  # fail at start-up on unusable TLS files, not at the first send
 
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -299,24 +313,7 @@ class SyslogForwarder:
     # -- the connection --------------------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext:
-        """TLS 1.2 or later, the receiver's certificate checked against the configured CA (the
-        system's when none is set) and its name against the configured host; our client
-        certificate presented when set, as ATNA node authentication (ITI-19) requires."""
-        settings = self._settings
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and hostname
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            if settings.audit_syslog_ca_file:
-                context.load_verify_locations(cafile=settings.audit_syslog_ca_file)
-            else:
-                context.load_default_certs()
-            if settings.audit_syslog_cert_file:
-                context.load_cert_chain(
-                    settings.audit_syslog_cert_file, settings.audit_syslog_key_file or None
-                )
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"audit syslog TLS files cannot be used: {exc}") from exc
-        return context
+        return tls_context(self._settings)
 
     def _connection(self) -> ssl.SSLSocket:
         """The open connection if it is still healthy, else a new one."""
@@ -398,19 +395,45 @@ class SyslogForwarder:
     # -- the cursor ------------------------------------------------------------------------------
 
     def _load_cursor(self) -> _Cursor:
+        stored = self._index.forward_cursor(CURSOR_NAME)
+        if stored is not None:
+            return _Cursor(*stored)
+        legacy = self._legacy_cursor()
+        if legacy is None:
+            return _START
+        # The upgrade of an archive that kept the cursor in its data directory: take the file's
+        # position into the index once (checked against the log like any cursor, in the first
+        # round), and rename the file so that it is never read again.
+        self._save_cursor(legacy)
+        imported = self.legacy_cursor_path.with_name(CURSOR_FILE + IMPORTED_SUFFIX)
         try:
-            document = json.loads(self.cursor_path.read_text(encoding="utf-8"))
+            self.legacy_cursor_path.replace(imported)
+        except OSError as exc:
+            log.warning("audit forwarding: could not rename %s: %s", self.legacy_cursor_path, exc)
+        log.warning(
+            "audit forwarding: took the cursor (event %d) from %s into the index; the index "
+            "keeps it from now on and the file is renamed %s",
+            legacy.seq,
+            self.legacy_cursor_path,
+            imported.name,
+        )
+        return legacy
+
+    def _legacy_cursor(self) -> _Cursor | None:
+        """The position in an old `audit-forward.cursor` file, if there is one."""
+        try:
+            document = json.loads(self.legacy_cursor_path.read_text(encoding="utf-8"))
             return _Cursor(int(document["seq"]), str(document["hash"]))
         except FileNotFoundError:
-            return _START
+            return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # Resending everything is a nuisance; skipping events would be a gap in the copy.
             log.error(
-                "audit forwarding: cursor %s unreadable (%s); sending from the first event",
-                self.cursor_path,
+                "audit forwarding: old cursor %s unreadable (%s); sending from the first event",
+                self.legacy_cursor_path,
                 exc,
             )
-            return _START
+            return None
 
     def _check_cursor(self) -> None:
         """Once per forwarder: the cursor must name an event of *this* log. A database restored
@@ -429,9 +452,10 @@ class SyslogForwarder:
         self._cursor_checked = True
 
     def _save_cursor(self, cursor: _Cursor) -> None:
-        """Atomically: a temporary file, fsynced, renamed over the old one, directory fsynced.
-        A crash leaves the old or the new cursor, never a torn one."""
-        write_atomically(self.cursor_path, json.dumps({"seq": cursor.seq, "hash": cursor.hash}))
+        """In the index, committed before the in-memory cursor moves: if the write fails, the
+        batch is sent again later (at-least-once), never skipped."""
+        with self._index.transaction() as tx:
+            tx.set_forward_cursor(CURSOR_NAME, cursor.seq, cursor.hash, now_iso())
         self._cursor = cursor
 
     # -- the thread ------------------------------------------------------------------------------
@@ -466,6 +490,27 @@ class SyslogForwarder:
                 )
             self._wake.wait(self._poll_seconds)
             self._wake.clear()
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """TLS 1.2 or later, the receiver's certificate checked against the configured CA (the
+    system's when none is set) and its name against the configured host; our client certificate
+    presented when set, as ATNA node authentication (ITI-19) requires. Raises ConfigError when
+    the configured files cannot be used."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if settings.audit_syslog_ca_file:
+            context.load_verify_locations(cafile=settings.audit_syslog_ca_file)
+        else:
+            context.load_default_certs()
+        if settings.audit_syslog_cert_file:
+            context.load_cert_chain(
+                settings.audit_syslog_cert_file, settings.audit_syslog_key_file or None
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"audit syslog TLS files cannot be used: {exc}") from exc
+    return context
 
 
 def _tcp_state(conn: socket.socket) -> int | None:

@@ -100,8 +100,15 @@ class Settings:
     audit_group_seconds: int = 60
     """Frame and thumbnail reads of one series by one user are one audit event per this window."""
     audit_checkpoint_minutes: float = 60.0
+    audit_duties_retry_seconds: float = 10.0
+    """How often a node without the audit duties (checkpoint signing, syslog forwarding; one node
+    per index does them) tries to take them over, and the holder checks it still has them."""
     audit_signing_key_file: str = ""
-    """Ed25519 key that signs audit checkpoints; empty means `audit-signing-key.pem` in data_dir."""
+    """Ed25519 key that signs audit checkpoints; empty means `audit-signing-key.pem` in data_dir.
+    Scale-out: every node that may hold the audit duties signs with this key, so all nodes sharing
+    an index must point at the same key file (a copy of it, mode 0600, on each machine). Left
+    empty, each node would create a key of its own in its data_dir, and checkpoints signed after a
+    failover would not verify with the key the auditors were given."""
     audit_syslog_host: str = ""
     """Forward every audit event to this syslog receiver (RFC 5424 over TLS, RFC 5425)."""
     audit_syslog_port: int = 6514

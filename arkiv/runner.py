@@ -19,8 +19,7 @@ import threading
 
 import uvicorn
 
-from arkiv.audit_checkpoint import CheckpointScheduler, CheckpointSigner
-from arkiv.audit_syslog import SyslogForwarder
+from arkiv.audit_duties import AuditDuties
 from arkiv.config import Settings
 from arkiv.services import Archive
 
@@ -42,17 +41,11 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
     from viewer.app import create_app
 
     archive = Archive(settings)
-    forwarder = SyslogForwarder(archive.index, settings) if settings.audit_syslog_host else None
-    archive.audit_forwarder = forwarder
+    # Checkpoint signing and syslog forwarding: in one process per index, whichever holds the
+    # lease; the others take over when it stops or dies (arkiv.audit_duties).
+    duties = AuditDuties(archive)
     archive.record_application_event("110120 Application Start")
-    if forwarder is not None:
-        forwarder.start()
-    checkpoints: CheckpointScheduler | None = None
-    if settings.audit_checkpoint_minutes > 0:
-        checkpoints = CheckpointScheduler(
-            CheckpointSigner(archive.index, settings), settings.audit_checkpoint_minutes
-        )
-        checkpoints.start()
+    duties.start()
     if web and archive.index.user_count() == 0:
         log.warning(
             "no accounts yet: create one with `arkiv user add NAME --role clinician "
@@ -93,16 +86,17 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
         if node is not None:
             node.stop()
         archive.record_application_event("110121 Application Stop")
-        if checkpoints is not None:
-            checkpoints.stop()  # the last checkpoint covers the stop event
-        if forwarder is not None:
-            forwarder.stop()  # sends what is left, the stop event included
+        # The holder signs a last checkpoint covering the stop event and sends what is left,
+        # the stop event included; then it gives the lease up, for another node to take over.
+        # A node without the duties leaves its stop event to the holder.
+        duties.stop()
         archive.close()
     return 0
 
 
 def run_worker(settings: Settings, listen_fd: int, ready_fd: int) -> int:
-    """A DICOM worker process: accept on the inherited socket until told to stop."""
+    """A DICOM worker process: accept on the inherited socket until told to stop. Workers never
+    take the audit duties: their main process (or another node) does them."""
     from dicom_node.server import DicomNode
 
     _die_with_parent()

@@ -38,7 +38,7 @@ class Archive:
         )
         self.audit_review = AuditReviewService(self.index, self.audit, settings)
         self.audit_forwarder: SyslogForwarder | None = None
-        """Set by the process that forwards the log (`arkiv.runner`), for monitoring."""
+        """Set in the process holding the audit duties (`arkiv.audit_duties`), for monitoring."""
         self.accounts = AccountService(self.index, self.audit, settings)
         self.consistency = ConsistencyService(
             self.index, self.blobs, self.ingest, settings.county.value

@@ -41,6 +41,7 @@ from storage.database import (
     sqlite_path,
 )
 from storage.errors import IndexUnavailable
+from storage.leases import Lease, open_lease
 from storage.records import (
     AuditEvent,
     AuditQuery,
@@ -79,6 +80,7 @@ _sessions: Table = models.SessionRow.__table__  # type: ignore[assignment]
 _audit_counties: Table = models.AuditCounty.__table__  # type: ignore[assignment]
 _checkpoints: Table = models.AuditCheckpoint.__table__  # type: ignore[assignment]
 _grants: Table = models.BreakGlassGrant.__table__  # type: ignore[assignment]
+_forward_cursors: Table = models.AuditForwardCursor.__table__  # type: ignore[assignment]
 
 
 _LOCK_HEAD = select(_head).where(_head.c.chain == CHAIN).with_for_update()
@@ -205,6 +207,12 @@ class Index:
     def check(self) -> None:
         with self._read() as conn:
             conn.execute(text("SELECT 1"))
+
+    def lease(self, name: str) -> Lease:
+        """An exclusive role among all processes sharing this index, held until released or
+        until the holder dies (`storage.leases`). Each call is a new contender: the caller
+        keeps the object, asks it `held()`, and releases it when done."""
+        return open_lease(self.url, name)
 
     # -- studies, series, instances ------------------------------------------------------------
 
@@ -582,6 +590,15 @@ class Index:
                 conn.execute(select(func.coalesce(func.max(_checkpoints.c.seq), 0))).scalar_one()
             )
 
+    def forward_cursor(self, name: str) -> tuple[int, str] | None:
+        """The (sequence number, hash) of the last event forwarder `name` had taken, if any."""
+        stmt = select(_forward_cursors.c.seq, _forward_cursors.c.hash).where(
+            _forward_cursors.c.name == name
+        )
+        with self._read() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
     def audit_event_at(self, seq: int) -> AuditEvent | None:
         with self._read() as conn:
             row = conn.execute(select(_audit).where(_audit.c.seq == seq)).mappings().first()
@@ -884,6 +901,21 @@ class IndexTransaction:
                 "key_id": checkpoint.key_id,
                 "note": checkpoint.note,
             },
+        )
+
+    def set_forward_cursor(self, name: str, seq: int, event_hash: str, updated_at: str) -> None:
+        """Move forwarder `name`'s cursor to the event (`seq`, `event_hash`)."""
+        values = {"name": name, "seq": seq, "hash": event_hash, "updated_at": updated_at}
+        changed = {"seq": seq, "hash": event_hash, "updated_at": updated_at}
+        dialect = self._conn.dialect.name
+        if dialect == "postgresql":
+            stmt: Any = postgresql.insert(_forward_cursors).values(**values)
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(_forward_cursors).values(**values)
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+            raise IndexUnavailable(f"unsupported database dialect {dialect}")
+        self._conn.execute(
+            stmt.on_conflict_do_update(index_elements=[_forward_cursors.c.name], set_=changed)
         )
 
     def delete_session(self, token_hash: str) -> None:

@@ -187,6 +187,21 @@ class AuditCheckpoint(Base):
     note: Mapped[str] = mapped_column(Text)
 
 
+class AuditForwardCursor(Base):
+    """How far the audit log has been forwarded: the last event a receiver took, per forwarder.
+
+    Kept in the index, not on one node, so whichever node forwards continues where the last
+    one stopped. Rows change in place.
+    """
+
+    __tablename__ = "audit_forward_cursor"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[str] = mapped_column(String(32))
+
+
 class BreakGlassGrant(Base):
     """Time-limited access by one user to one patient outside the user's county."""
 

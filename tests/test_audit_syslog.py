@@ -32,9 +32,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from arkiv.audit import Actor, Event, EventType, Outcome
-from arkiv.audit_syslog import CURSOR_FILE, SyslogForwarder, SyslogUnavailable, syslog_frame
+from arkiv.audit_syslog import (
+    CURSOR_FILE,
+    CURSOR_NAME,
+    SyslogForwarder,
+    SyslogUnavailable,
+    syslog_frame,
+)
 from arkiv.config import Settings
 from arkiv.services import Archive
+from storage.index import Index
 from storage.records import AuditEvent
 from tests.conftest import free_port
 
@@ -156,9 +163,8 @@ class Pki:
     """Issued by another CA than the one the archive trusts."""
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
+def make_pki(directory: Path) -> Pki:
+    """Our CA with a receiver and a client certificate, and a receiver certificate of another."""
     ours = _Authority(directory, "ours")
     other = _Authority(directory, "other")
     return Pki(
@@ -167,6 +173,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         client=ours.issue("arkiv", server=False),
         foreign_server=other.issue("impostor", server=True),
     )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # -- rsyslogd ------------------------------------------------------------------------------------
@@ -322,9 +333,18 @@ def receiver_factory(
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _settings(tmp_path: Path, pki: Pki, port: int, *, client_cert: bool = True) -> Settings:
+def _settings(
+    tmp_path: Path,
+    pki: Pki,
+    port: int,
+    *,
+    client_cert: bool = True,
+    data_dir: Path | None = None,
+    database_url: str = "",
+) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data",
+        data_dir=data_dir or tmp_path / "data",
+        database_url=database_url,
         audit_syslog_host="127.0.0.1",
         audit_syslog_port=port,
         audit_syslog_ca_file=str(pki.ca),
@@ -400,10 +420,13 @@ def _seq_of(message: dict[str, str]) -> int:
 
 
 def _cursor_seq(archive: Archive) -> int:
-    path = archive.settings.data_dir / CURSOR_FILE
-    if not path.exists():
-        return 0
-    return int(json.loads(path.read_text())["seq"])
+    """Where the forwarding cursor stands, as kept in the index (0: nothing taken yet)."""
+    return cursor_seq(archive.index)
+
+
+def cursor_seq(index: Index) -> int:
+    stored = index.forward_cursor(CURSOR_NAME)
+    return 0 if stored is None else stored[0]
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -628,7 +651,7 @@ def test_receiver_with_certificate_from_another_ca_is_refused(
         forwarder.stop(flush=False)
     time.sleep(0.3)
     assert impostor.messages() == []
-    assert not (archive.settings.data_dir / CURSOR_FILE).exists()
+    assert archive.index.forward_cursor(CURSOR_NAME) is None
 
 
 def test_receiver_refuses_a_client_without_certificate(
@@ -650,3 +673,113 @@ def test_receiver_refuses_a_client_without_certificate(
         assert _cursor_seq(archive) == 0
     finally:
         archive.close()
+
+
+def test_a_forwarder_on_another_node_continues_from_the_cursor_in_the_index(
+    tmp_path: Path, pki: Pki, port: int, receiver_factory: Callable[..., Rsyslog]
+) -> None:
+    """Two nodes, each with its own data directory, on one index: the second forwarder starts
+    where the first one's receiver stopped taking events, not from the beginning."""
+    shared = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    first_node = Archive(
+        _settings(tmp_path, pki, port, data_dir=tmp_path / "a", database_url=shared)
+    )
+    second_node = Archive(
+        _settings(tmp_path, pki, port, data_dir=tmp_path / "b", database_url=shared)
+    )
+    try:
+        receiver = receiver_factory("repository", pki.ca, pki.server, port)
+        receiver.start()
+        before = _record_events(first_node, 4)
+        first = _forwarder(first_node)
+        try:
+            assert first.forward_pending() == len(before)
+        finally:
+            first.stop()
+        receiver.wait_for(len(before))
+        after = _record_events(second_node, 3, start=4)
+        second = _forwarder(second_node)
+        try:
+            assert second.state().last_forwarded_seq == before[-1].seq
+            assert second.forward_pending() == len(after)
+        finally:
+            second.stop(flush=False)
+        received = receiver.wait_for(len(before) + len(after))
+        time.sleep(0.3)  # anything sent twice would be written by now
+        assert [_seq_of(m) for m in receiver.messages()] == [e.seq for e in [*before, *after]]
+        assert [_seq_of(m) for m in received] == [e.seq for e in [*before, *after]]
+        assert cursor_seq(first_node.index) == after[-1].seq
+        for node in (first_node, second_node):  # nothing is kept in the data directories
+            assert not (node.settings.data_dir / CURSOR_FILE).exists()
+    finally:
+        first_node.close()
+        second_node.close()
+
+
+def test_an_old_cursor_file_is_taken_into_the_index_once(
+    archive_with_syslog: Archive,
+    pki: Pki,
+    port: int,
+    receiver_factory: Callable[..., Rsyslog],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An embedded archive upgraded from a version that kept the cursor in its data directory
+    resumes at the file's position, moves it into the index, and never reads the file again."""
+    archive = archive_with_syslog
+    recorded = _record_events(archive, 5)
+    old = archive.settings.data_dir / CURSOR_FILE
+    old.write_text(json.dumps({"seq": recorded[2].seq, "hash": recorded[2].hash}))
+    receiver = receiver_factory("repository", pki.ca, pki.server, port)
+    receiver.start()
+    caplog.set_level(logging.WARNING, logger="arkiv.audit_syslog")
+
+    forwarder = _forwarder(archive)
+    try:
+        assert forwarder.state().last_forwarded_seq == recorded[2].seq
+        assert archive.index.forward_cursor(CURSOR_NAME) == (recorded[2].seq, recorded[2].hash)
+        assert not old.exists()
+        assert old.with_name(CURSOR_FILE + ".imported").exists()
+        [notice] = [r for r in caplog.records if "into the index" in r.getMessage()]
+        assert CURSOR_FILE in notice.getMessage()
+        assert forwarder.forward_pending() == 2
+    finally:
+        forwarder.stop(flush=False)
+    assert [_seq_of(m) for m in receiver.wait_for(2)] == [e.seq for e in recorded[3:]]
+
+    # Once the index has the cursor, a stray file is not read, and nothing is said about it.
+    old.write_text(json.dumps({"seq": recorded[0].seq, "hash": recorded[0].hash}))
+    caplog.clear()
+    again = _forwarder(archive)
+    try:
+        assert again.state().last_forwarded_seq == recorded[-1].seq
+        assert again.forward_pending() == 0
+    finally:
+        again.stop(flush=False)
+    assert old.exists()
+    assert not [r for r in caplog.records if "into the index" in r.getMessage()]
+
+
+def test_a_cursor_from_another_log_sends_everything_again(
+    archive_with_syslog: Archive,
+    pki: Pki,
+    port: int,
+    receiver_factory: Callable[..., Rsyslog],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A cursor naming an event this log does not have (a restored or replaced database) is
+    not trusted: a gap in the copy would be worse than a repeat."""
+    archive = archive_with_syslog
+    recorded = _record_events(archive, 3)
+    with archive.index.transaction() as tx:
+        tx.set_forward_cursor(CURSOR_NAME, recorded[1].seq, "e" * 64, "2026-01-01T00:00:00Z")
+    receiver = receiver_factory("repository", pki.ca, pki.server, port)
+    receiver.start()
+    caplog.set_level(logging.ERROR, logger="arkiv.audit_syslog")
+    forwarder = _forwarder(archive)
+    try:
+        assert forwarder.forward_pending() == len(recorded)
+    finally:
+        forwarder.stop(flush=False)
+    assert [_seq_of(m) for m in receiver.wait_for(3)] == [e.seq for e in recorded]
+    assert any("does not match this audit log" in r.getMessage() for r in caplog.records)
+    assert archive.index.forward_cursor(CURSOR_NAME) == (recorded[-1].seq, recorded[-1].hash)
