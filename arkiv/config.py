@@ -68,6 +68,9 @@ class Settings:
     dimse_timeout: float = 60.0
     network_timeout: float = 120.0
     max_associations: int = 16
+    health_port: int = 0
+    """HTTP port of /healthz, /readyz and /metrics on a node running `arkiv dicom` alone, for
+    its load balancer and monitoring (0: none; with the web app they are on http_port)."""
     dicom_workers: int = 0
     """Processes accepting DICOM associations on one port; 0 means two per core, up to 4."""
     session_hours: float = 8.0

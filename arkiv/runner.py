@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import uvicorn
 
@@ -38,7 +39,7 @@ _WORKER_STOP_SECONDS = 15
 def run(settings: Settings, *, dicom: bool, web: bool) -> int:
     from dicom_node.listener import open_listener, start_listening
     from dicom_node.server import DicomNode
-    from viewer.app import create_app
+    from viewer.app import create_app, create_health_app
 
     archive = Archive(settings)
     # Checkpoint signing and syslog forwarding: in one process per index, whichever holds the
@@ -66,19 +67,9 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
             _wait_until_ready(workers)
             start_listening(listener)
         if web:
-            config = uvicorn.Config(
-                create_app(archive),
-                host=settings.host,
-                port=settings.http_port,
-                access_log=False,  # URLs can hold search keys; reads are in the audit log instead
-                log_level="info",
-                timeout_graceful_shutdown=10,
-                ssl_certfile=settings.web_tls_cert or None,
-                ssl_keyfile=settings.web_tls_key or None,
-            )
-            server = uvicorn.Server(config)
-            _exit_quietly_on_signals(server)
-            server.run()
+            _serve(create_app(archive), settings, settings.http_port)
+        elif node is not None and settings.health_port:
+            _serve(create_health_app(archive), settings, settings.health_port)
         elif node is not None:
             _wait_for_stop()
     finally:
@@ -92,6 +83,23 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
         duties.stop()
         archive.close()
     return 0
+
+
+def _serve(app: Any, settings: Settings, port: int) -> None:
+    """Serve an ASGI app until SIGTERM/SIGINT (over TLS when the web certificate is set)."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        access_log=False,  # URLs can hold search keys; reads are in the audit log instead
+        log_level="info",
+        timeout_graceful_shutdown=10,
+        ssl_certfile=settings.web_tls_cert or None,
+        ssl_keyfile=settings.web_tls_key or None,
+    )
+    server = uvicorn.Server(config)
+    _exit_quietly_on_signals(server)
+    server.run()
 
 
 def run_worker(settings: Settings, listen_fd: int, ready_fd: int) -> int:

@@ -74,3 +74,14 @@ def create_app(archive: Archive) -> FastAPI:
         return response
 
     return app
+
+
+def create_health_app(archive: Archive) -> FastAPI:
+    """Only /healthz, /readyz and /metrics, for a node that runs `arkiv dicom` alone: its load
+    balancer and monitoring need to know whether it can keep what modalities send, and nothing
+    else may be served there (no patient data, no sign-in)."""
+    app = FastAPI(title="arkiv node health", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.archive = archive
+    app.state.metrics = registry_for(archive)
+    app.include_router(health.router)
+    return app
