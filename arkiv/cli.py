@@ -71,6 +71,11 @@ def _network(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="DICOM processes on the one port (default: two per core, up to 4)",
     )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        help="`arkiv dicom` alone: HTTP port of /healthz, /readyz and /metrics (default none)",
+    )
 
 
 def _scopes(text: str) -> frozenset[str]:
@@ -129,10 +134,89 @@ def build_parser() -> argparse.ArgumentParser:
     _user_commands(commands.add_parser("user", help="accounts"))
     _audit_commands(commands.add_parser("audit", help="the audit log"))
 
-    fsck = commands.add_parser("fsck", help="consistency of the index and the blob store")
+    migrate = commands.add_parser(
+        "migrate",
+        help="move an embedded archive (SQLite and files) to PostgreSQL and S3",
+        description="Copy the embedded archive in --data (its SQLite index and the files under "
+        "blobs/) to the PostgreSQL database and S3 bucket of --to, with a progress bar. Every "
+        "object is hashed on the way and a corrupt one stops the migration before any index row "
+        "is copied. At the end the counts and checksums of source and target are compared and "
+        "the exit code is 0 only when they all match. Interrupted (even by kill -9), the same "
+        "command continues where it stopped; after success it only proves again. The source "
+        "archive must be stopped: migrate refuses to start while a process has its index open. "
+        "Both audit logs record the move (an Export event in the source before copying, an "
+        "Import event in the target after the proof). Exit codes: 0 the target matches the "
+        "source; 1 a check failed (a corrupt source object, a difference); 2 it could not run.",
+    )
+    migrate.add_argument(
+        "--data",
+        type=Path,
+        dest="data_dir",
+        required=True,
+        help="data directory of the stopped embedded archive (any database or S3 settings of "
+        "the environment are not used for it)",
+    )
+    migrate.add_argument(
+        "--to",
+        type=Path,
+        required=True,
+        dest="target",
+        metavar="TARGET.toml",
+        help="the scale-out configuration the archive will run with afterwards: an [arkiv] "
+        "table with database_url (PostgreSQL) and the s3_* settings. It is read on its own, "
+        "without ARKIV_* environment variables (they describe this shell's archive), so it "
+        "must hold the S3 keys; keep it readable by its owner only",
+    )
+    migrate.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        metavar="ROWS",
+        help="index rows per transaction in the target (default 1000)",
+    )
+    migrate.add_argument(
+        "--workers", type=int, default=8, help="objects copied at once (default 8)"
+    )
+    migrate.add_argument(
+        "--verify-read",
+        action="store_true",
+        help="prove by reading every object back from the bucket and hashing it, not only by "
+        "the SHA-256 stored with it",
+    )
+
+    fsck = commands.add_parser(
+        "fsck", help="consistency and integrity of the index and the blob store"
+    )
     _common(fsck)
     fsck.add_argument(
-        "--repair", action="store_true", help="index complete objects a crash left unindexed"
+        "--repair",
+        action="store_true",
+        help="index complete objects a crash left unindexed, and make an earlier intact copy "
+        "current again for missing or corrupt objects where the store keeps one (versioned S3)",
+    )
+    fsck.add_argument(
+        "--scrub",
+        action="store_true",
+        help="also read every indexed object and check it against the SHA-256 recorded at "
+        "ingest (each mismatch is logged and raises a security alert in the audit log)",
+    )
+
+    def scrub_rate(text: str) -> float:
+        try:
+            rate = float(text)
+        except ValueError:
+            rate = -1.0
+        if not rate >= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a rate in MB/s (0 or more)")
+        return rate
+
+    fsck.add_argument(
+        "--scrub-rate",
+        type=scrub_rate,
+        default=50.0,
+        metavar="MB/s",
+        help="most megabytes (10^6 bytes) the scrub reads per second, so that it does not "
+        "starve ingest (default 50; 0 = unlimited)",
     )
     return parser
 
@@ -237,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             http_port=getattr(args, "http_port", None),
             dicom_port=getattr(args, "dicom_port", None),
             dicom_workers=getattr(args, "dicom_workers", None),
+            health_port=getattr(args, "health_port", None),
         )
         return _dispatch(args, settings)
     except (BrokenLog, InvalidCheckpoint) as exc:
@@ -260,6 +345,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.command == "audit" and args.audit_command == "public-key":
         return _audit_public_key(settings, args.format)
+    if args.command == "migrate":
+        return _migrate(settings, args)
     archive = Archive(settings)
     try:
         if args.command == "user":
@@ -275,7 +362,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 return _audit_export(archive, args)
             return _audit_verify(archive, args.checkpoint or [], args.public_key)
         if args.command == "fsck":
-            return _fsck(archive, args.repair)
+            return _fsck(archive, args)
     finally:
         archive.close()
     return 2
@@ -569,8 +656,64 @@ def _seq_before(index: Index, since: str, last_seq: int) -> int:
 # -- the store -------------------------------------------------------------------------------------
 
 
-def _fsck(archive: Archive, repair: bool) -> int:
-    report = archive.consistency.check(repair=repair)
+def _fsck(archive: Archive, args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from arkiv.consistency import ScrubProgress
+
+    repair: bool = args.repair
+    scrub: bool = args.scrub
+    rate = args.scrub_rate * 1_000_000 or None
+    with contextlib.ExitStack() as stack:
+        progress: ScrubProgress | None = None
+        if scrub and sys.stdout.isatty():
+            bar = stack.enter_context(
+                Progress(
+                    TextColumn("scrub"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("objects, {task.fields[read]:.1f} MB read"),
+                    TimeRemainingColumn(),
+                    transient=True,
+                )
+            )
+            task = bar.add_task("scrub", total=None, read=0.0)
+            for handler in logging.getLogger().handlers:  # log lines above the bar, not through it
+                if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__:
+                    handler.setStream(sys.stderr)
+                    stack.callback(handler.setStream, sys.__stderr__)
+
+            def show(done: int, total: int, read: int) -> None:
+                bar.update(task, completed=done, total=total, read=read / 1_000_000)
+
+            progress = show
+
+        report = archive.consistency.check(
+            repair=repair, scrub=scrub, scrub_rate=rate, progress=progress
+        )
+    counts = (
+        f"{report.objects} objects, {report.indexed} indexed, {len(report.unindexed)} unindexed"
+        f"{f' ({len(report.reindexed)} re-indexed)' if repair else ''}, "
+        f"{len(report.missing)} missing"
+    )
+    if report.scrubbed:
+        counts += (
+            f", {report.checked} checked ({report.bytes_read / 1_000_000:.1f} MB), "
+            f"{len(report.corrupt)} corrupt"
+        )
+        if report.unreadable:
+            counts += f", {len(report.unreadable)} unreadable"
+    if repair:
+        counts += f", {len(report.restored)} restored, {len(report.unrepairable)} unrepairable"
+    print(counts)
+    if not report.scrubbed:
+        print("(not scrubbed: --scrub checks every object against its SHA-256)")
     for key in report.unindexed:
         if key in report.reindexed:
             print(f"re-indexed (left unindexed by an interrupted store): {key}")
@@ -578,14 +721,39 @@ def _fsck(archive: Archive, repair: bool) -> int:
             print(f"CANNOT re-index {key}: {report.unrepairable[key]}")
         else:
             print(f"unindexed object (left by an interrupted store; --repair indexes it): {key}")
-    for key in report.missing:
-        print(f"MISSING object the index refers to (resend it from its source): {key}")
-    print(
-        f"{report.objects} objects, {report.indexed} indexed, {len(report.unindexed)} unindexed"
-        f"{f' ({len(report.reindexed)} re-indexed)' if repair else ''}, "
-        f"{len(report.missing)} missing"
-    )
+    for problem, keys, what in (
+        ("MISSING", report.missing, "object the index refers to (resend it from its source)"),
+        ("CORRUPT", report.corrupt, "object does not match the SHA-256 recorded at ingest"),
+    ):
+        for key in keys:
+            if key in report.restored:
+                print(f"restored ({problem.lower()}; an intact earlier copy is current): {key}")
+            else:
+                print(f"{problem} {what}: {key}")
+                if key in report.unrepairable:
+                    print(f"  CANNOT restore {key}: {report.unrepairable[key]}")
+                elif not repair:
+                    print("  (--repair restores an intact earlier copy if the store keeps one)")
+    for key, error in report.unreadable.items():
+        print(f"UNREADABLE {key}: {error} (check the store, then run fsck --scrub again)")
+    print("healthy" if report.healthy else "NOT HEALTHY: see the problems above")
     return 0 if report.healthy else 1
+
+
+# -- migration -------------------------------------------------------------------------------------
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """The embedded archive in --data to the scale-out configuration in --to."""
+    from arkiv.config import load_settings_file
+    from arkiv.migration import Options
+    from arkiv.migration_progress import run_command
+
+    target = load_settings_file(args.target)
+    options = Options(
+        batch_size=args.batch_size, workers=args.workers, verify_read=args.verify_read
+    )
+    return run_command(settings, target, _cli_actor(settings), options)
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ class S3BlobStore:
             except _PutConflict:
                 continue
             except _PutRefused:
-                stored = self._stored_sha256(key)
+                stored = self.stored_sha256(key)
                 if stored is None:  # deleted again in between: write it anew
                     continue
                 if stored == sha256:
@@ -316,7 +316,7 @@ class S3BlobStore:
                 f"hash to the given sha256 {sha256} (damaged before upload)"
             )
         # Parts are many megabytes: find an object already stored before sending them again.
-        if self._stored_sha256(key) is not None:
+        if self.stored_sha256(key) is not None:
             raise _PutRefused
         size = self.location.part_size
         try:
@@ -404,7 +404,7 @@ class S3BlobStore:
         except (*_TRANSPORT_ERRORS, *_SERVER_ERRORS):
             pass
 
-    def _stored_sha256(self, key: str) -> str | None:
+    def stored_sha256(self, key: str) -> str | None:
         """The digest of the current object under `key` (None when there is none): its
         metadata when a writer recorded it, otherwise hashed from its content."""
         try:
