@@ -64,6 +64,8 @@ class LoadResult:
     client_cpu_s: float
     error: str | None = None
     logs: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    """The port each storescu sent to."""
 
     @property
     def ok(self) -> bool:
@@ -99,15 +101,20 @@ def storescu_argv(
 def run_storescu(
     groups: Sequence[Sequence[Path]],
     aet: str,
-    port: int,
+    port: int | Sequence[int],
     profile: tuple[Path, str],
     log_dir: Path,
     timeout: float,
 ) -> LoadResult:
     """Run one storescu per group in parallel; wall time is from the first start to the last exit.
 
-    Any failure (non-zero exit, timeout) stops the remaining storescu processes.
+    With several ports (a server of several nodes) group ``i`` goes to ``ports[i % len(ports)]``,
+    so the associations are dealt out to the nodes in turn.  Any failure (non-zero exit, timeout)
+    stops the remaining storescu processes.
     """
+    ports = [port] if isinstance(port, int) else list(port)
+    if not ports:
+        raise ValueError("no port to send to")
     env = dict(os.environ)
     env["TCP_NODELAY"] = "1"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +137,8 @@ def run_storescu(
     start = time.perf_counter()
     try:
         for i, files in enumerate(groups):
-            proc = ManagedProcess(storescu_argv(aet, port, profile, files), logs[i], env=env)
+            argv = storescu_argv(aet, ports[i % len(ports)], profile, files)
+            proc = ManagedProcess(argv, logs[i], env=env)
             procs.append(proc)
             threading.Thread(target=reap, args=(i, proc.popen), daemon=True).start()
         deadline = start + timeout
@@ -162,4 +170,5 @@ def run_storescu(
         client_cpu_s=client_cpu,
         error=error,
         logs=[str(p) for p in logs],
+        ports=[ports[i % len(ports)] for i in range(len(groups))],
     )

@@ -1,5 +1,7 @@
 """Starting, probing and stopping the servers under test (arkiv and Orthanc).
 
+The scale-out arkiv peers (PostgreSQL + MinIO) are in :mod:`bench.scaleout`.
+
 Every server runs as a subprocess in its own session, listening on 127.0.0.1 on free ports,
 with its output in a log file.  Servers are stopped by pid (SIGTERM, then SIGKILL); anything
 left over in the process group that the benchmark created for the server is killed by pid too.
@@ -257,22 +259,40 @@ def version_line(argv: list[str]) -> str:
 
 
 class Peer(ABC):
-    """A server under test.  ``start`` gets a fresh, empty run directory every time."""
+    """A server under test.  ``start`` gets a fresh, empty run directory every time.
+
+    A peer is one or more processes (``nodes``), each with its own DICOM and HTTP port; the load
+    is spread over the nodes' DICOM ports (``dicom_ports``).
+    """
 
     name: str
     aet: str
+    nodes: int = 1
 
     def __init__(self, startup_timeout: float = 90.0) -> None:
         self.startup_timeout = startup_timeout
-        self.proc: ManagedProcess | None = None
-        self.dicom_port = 0
-        self.http_port = 0
+        self.procs: list[ManagedProcess] = []
+        self.dicom_ports: list[int] = []
+        self.http_ports: list[int] = []
         self.run_dir: Path | None = None
         self.startup_s = 0.0
 
+    @property
+    def proc(self) -> ManagedProcess | None:
+        """The first node's process (the only one of a one-node peer)."""
+        return self.procs[0] if self.procs else None
+
+    @property
+    def dicom_port(self) -> int:
+        return self.dicom_ports[0] if self.dicom_ports else 0
+
+    @property
+    def http_port(self) -> int:
+        return self.http_ports[0] if self.http_ports else 0
+
     @abstractmethod
-    def command(self, run_dir: Path) -> list[str]:
-        """Prepare ``run_dir`` and return the command line; ports are already chosen."""
+    def command(self, run_dir: Path, node: int = 0) -> list[str]:
+        """Prepare ``run_dir`` and return node ``node``'s command line; ports are chosen."""
 
     @abstractmethod
     def count_instances(self) -> tuple[int | None, str]:
@@ -282,70 +302,123 @@ class Peer(ABC):
     def describe(self) -> dict[str, Any]:
         """Version and settings, for the results file."""
 
-    def env(self) -> dict[str, str]:
+    def env(self, node: int = 0) -> dict[str, str]:
         return dict(os.environ)
 
+    def prepare(self, run_dir: Path) -> None:
+        """Called before the processes start (e.g. to create an empty database)."""
+        return
+
+    def release(self) -> None:
+        """Called after the processes stopped (e.g. to drop that database)."""
+        return
+
+    def backend_cpu_seconds(self) -> dict[str, float] | None:
+        """CPU time of each server the peer depends on, by name (None: it has none)."""
+        return None
+
+    def log_path(self, node: int) -> Path:
+        assert self.run_dir is not None
+        suffix = "" if self.nodes == 1 else f"-node{node + 1}"
+        return self.run_dir / f"{self.name}{suffix}.log"
+
     def start(self, run_dir: Path) -> None:
-        if self.proc is not None:
+        if self.procs:
             raise PeerError(f"{self.name} already running")
         run_dir.mkdir(parents=True, exist_ok=False)
         self.run_dir = run_dir
-        self.http_port, self.dicom_port = free_ports(2)
-        argv = self.command(run_dir)
-        self.proc = ManagedProcess(argv, run_dir / f"{self.name}.log", env=self.env())
+        ports = free_ports(2 * self.nodes)
+        self.http_ports, self.dicom_ports = ports[: self.nodes], ports[self.nodes :]
         try:
-            self.startup_s = wait_for_echo(self.proc, self.aet, self.dicom_port,
-                                           self.startup_timeout)  # fmt: skip
+            self.prepare(run_dir)
+            started = time.monotonic()
+            for node in range(self.nodes):
+                argv = self.command(run_dir, node)
+                self.procs.append(ManagedProcess(argv, self.log_path(node), env=self.env(node)))
+            for proc, port in zip(self.procs, self.dicom_ports, strict=True):
+                left = self.startup_timeout - (time.monotonic() - started)
+                wait_for_echo(proc, self.aet, port, max(left, 1.0))
+            self.startup_s = time.monotonic() - started
         except BaseException:
             self.stop()
             raise
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
+        return bool(self.procs) and all(p.alive() for p in self.procs)
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid) if self.proc is not None and self.proc.alive() else 0.0
+        return sum(cpu_seconds(p.pid) for p in self.procs if p.alive())
 
-    def stop(self) -> int | None:
-        proc, self.proc = self.proc, None
-        return proc.stop() if proc is not None else None
+    def stop(self) -> None:
+        procs, self.procs = self.procs, []
+        try:
+            for proc in procs:
+                proc.stop()
+        finally:
+            if self.run_dir is not None:
+                self.release()
 
     def log_tail(self, lines: int = 25) -> str:
-        return tail(self.run_dir / f"{self.name}.log", lines) if self.run_dir else ""
+        if self.run_dir is None:
+            return ""
+        if self.nodes == 1:
+            return tail(self.log_path(0), lines)
+        parts = [f"[node {n + 1}]\n{tail(self.log_path(n), lines)}" for n in range(self.nodes)]
+        return "\n".join(parts)
+
+
+def arkiv_environment() -> dict[str, str]:
+    """This environment without ``ARKIV_*`` settings (they describe the caller's archive)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARKIV_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 class ArkivPeer(Peer):
-    """``arkiv serve`` with a fresh ``--data`` directory.
+    """``arkiv serve`` with a fresh ``--data`` directory (the embedded default: SQLite + files).
 
     Stored instances are counted as ``*.dcm`` files under the data directory, which keeps the
-    check independent of arkiv's index.
+    check independent of arkiv's index.  ``ARKIV_*`` variables of the calling shell are not
+    passed on, so the embedded peer is embedded even in a shell set up for a scale-out archive.
     """
 
     name = "arkiv"
     aet = "ARKIV"
 
-    def __init__(self, executable: Path, startup_timeout: float = 90.0) -> None:
+    def __init__(
+        self,
+        executable: Path,
+        startup_timeout: float = 90.0,
+        *,
+        name: str | None = None,
+        dicom_workers: int | None = None,
+    ) -> None:
         super().__init__(startup_timeout)
         self.executable = executable
+        self.dicom_workers = dicom_workers
+        if name is not None:
+            self.name = name
 
     @property
     def data_dir(self) -> Path:
         assert self.run_dir is not None
         return self.run_dir / "data"
 
-    def command(self, run_dir: Path) -> list[str]:
+    def workers_args(self, workers: int | None) -> list[str]:
+        return [] if workers is None else ["--dicom-workers", str(workers)]
+
+    def command(self, run_dir: Path, node: int = 0) -> list[str]:
         return [
             str(self.executable), "serve",
             "--data", str(run_dir / "data"),
             "--host", LOCALHOST,
-            "--http-port", str(self.http_port),
-            "--dicom-port", str(self.dicom_port),
+            "--http-port", str(self.http_ports[node]),
+            "--dicom-port", str(self.dicom_ports[node]),
+            *self.workers_args(self.dicom_workers),
         ]  # fmt: skip
 
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+    def env(self, node: int = 0) -> dict[str, str]:
+        return arkiv_environment()
 
     def count_instances(self) -> tuple[int | None, str]:
         if not self.data_dir.is_dir():
@@ -362,7 +435,15 @@ class ArkivPeer(Peer):
             from importlib.metadata import version as dist_version
 
             version = dist_version("arkiv")
-        return {"executable": str(self.executable), "version": version, "aet": self.aet}
+        return {
+            "executable": str(self.executable),
+            "version": version,
+            "aet": self.aet,
+            "command": "serve",
+            "backend": "embedded (SQLite + files under --data)",
+            "nodes": self.nodes,
+            "dicom_workers": self.dicom_workers or "arkiv's default",
+        }
 
 
 class OrthancPeer(Peer):
@@ -384,7 +465,7 @@ class OrthancPeer(Peer):
         self.executable = executable
         self.nagle = nagle
 
-    def env(self) -> dict[str, str]:
+    def env(self, node: int = 0) -> dict[str, str]:
         env = dict(os.environ)
         if self.nagle:
             env.pop("TCP_NODELAY", None)
@@ -414,7 +495,7 @@ class OrthancPeer(Peer):
             "SaveJobs": False,
         }
 
-    def command(self, run_dir: Path) -> list[str]:
+    def command(self, run_dir: Path, node: int = 0) -> list[str]:
         cfg = run_dir / "orthanc.json"
         cfg.write_text(json.dumps(self.config(run_dir), indent=2), encoding="utf-8")
         return [str(self.executable), "--no-jobs", str(cfg)]
