@@ -86,11 +86,12 @@ class IngestService:
         finally:
             sha256 = hashing.result()
         key = blob_key(parsed, sha256)
-        if not self._blobs.exists(key):
-            try:
-                self._blobs.put(key, data, sha256)
-            except StorageError as exc:
-                raise ArchiveUnavailable(f"the object could not be stored: {exc}") from exc
+        try:
+            # Each store makes the same object twice cost one object: the filesystem finds the
+            # file in place, S3 writes conditionally (one round trip, not a look-up and a write).
+            self._blobs.put(key, data, sha256)
+        except StorageError as exc:
+            raise ArchiveUnavailable(f"the object could not be stored: {exc}") from exc
         blob = BlobRef(key=key, size=len(data), sha256=sha256)
         try:
             return self._index_object(parsed, blob, actor)

@@ -153,7 +153,8 @@ class ScaleoutBackend:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time of PostgreSQL (postmaster and backends, reaped ones too) and of MinIO."""
-        postgres = cpu_seconds(self.postgres.process.pid) if self.postgres is not None else 0.0
+        server = self.postgres.process if self.postgres is not None else None
+        postgres = cpu_seconds(server.pid) if server is not None else 0.0
         minio = 0.0
         if self.minio is not None:
             for node in self.minio.nodes:

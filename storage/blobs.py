@@ -40,7 +40,11 @@ class BlobStore(Protocol):
     """
 
     def put(self, key: str, data: bytes, sha256: str) -> StoredBlob:
-        """Make `data` durable under `key`; `sha256` (hex) is the caller's digest of it."""
+        """Make `data` durable under `key`; `sha256` (hex) is the caller's digest of it.
+
+        Keys carry the content hash, so an object already under `key` is this object: putting
+        it again succeeds and writes nothing new.
+        """
         ...
 
     def open(self, key: str) -> BinaryIO: ...
@@ -105,6 +109,8 @@ class FileBlobStore:
     def put(self, key: str, data: bytes, sha256: str) -> StoredBlob:
         """Write durably; `sha256` is the caller's digest of `data` (hashed once, at ingest)."""
         final = self._path(key)
+        if final.is_file():  # a resend: the key names this content, which is durable already
+            return StoredBlob(key=key, size=len(data), sha256=sha256)
         tmp = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
         try:
             _make_durable_dirs(final.parent)

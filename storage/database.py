@@ -94,8 +94,10 @@ def create_index_engine(url: str) -> Engine:
     """An engine configured for the archive's durability and concurrency needs.
 
     PostgreSQL runs at READ COMMITTED with its defaults (`synchronous_commit=on`: a commit is on
-    disk before it returns). Connections are checked before use, so a database restart or a
-    failover costs the requests in flight, not the node.
+    disk before it returns). Pooled connections are not pinged before use (a round trip on
+    every transaction, a fifth of an ingest's index time): after a database restart or failover
+    the first use of each stale connection fails, which invalidates the pool, and the caller's
+    request fails cleanly (a C-STORE is answered 0xA700 and retried by the modality).
     """
     url = normalise_url(url)
     if is_sqlite(url):
@@ -116,7 +118,6 @@ def create_index_engine(url: str) -> Engine:
         url,
         pool_size=8,
         max_overflow=16,
-        pool_pre_ping=True,
         pool_timeout=30,
         connect_args={"connect_timeout": 10, "application_name": "arkiv"},
     )

@@ -92,12 +92,14 @@ class PostgresServer:
 
     root: Path
     port: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
     log: Path
+    user: str | None
+    max_connections: int
 
     @classmethod
     def start(cls, max_connections: int = 400) -> PostgresServer:
-        initdb, postgres = postgres_bin("initdb"), postgres_bin("postgres")
+        initdb = postgres_bin("initdb")
         user: str | None = None
         if os.geteuid() == 0:
             user = "postgres"
@@ -133,37 +135,41 @@ class PostgresServer:
         if init.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
             raise ServerUnavailable(f"initdb failed: {init.stderr.decode(errors='replace')}")
-        port = free_port()
-        with log.open("wb") as out:
-            process = subprocess.Popen(
+        server = cls(root, free_port(), None, log, user, max_connections)
+        server.launch()
+        return server
+
+    def launch(self) -> None:
+        """Start the server on the cluster (again, after `stop_server`) and wait until it
+        takes connections."""
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
                 [
-                    str(postgres),
+                    str(postgres_bin("postgres")),
                     "-D",
-                    str(data),
+                    str(self.root / "data"),
                     "-p",
-                    str(port),
+                    str(self.port),
                     "-k",
-                    str(sockets),
+                    str(self.root / "sockets"),
                     "-c",
                     f"listen_addresses={LOCALHOST}",
                     "-c",
-                    f"max_connections={max_connections}",
+                    f"max_connections={self.max_connections}",
                     "-c",
                     "shared_buffers=256MB",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                user=user,
+                user=self.user,
                 start_new_session=True,
             )
-        server = cls(root, port, process, log)
-        server._wait_ready()
-        return server
+        self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is None or self.process.poll() is not None:
                 raise ServerUnavailable(f"PostgreSQL exited at start:\n{_tail(self.log)}")
             try:
                 with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
@@ -190,8 +196,13 @@ class PostgresServer:
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def stop_server(self) -> None:
+        """Stop the server, keeping the cluster (a restart, or a database host going away)."""
+        if self.process is not None:
+            _stop(self.process)
+
     def stop(self) -> None:
-        _stop(self.process)
+        self.stop_server()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -293,3 +293,36 @@ def test_a_node_killed_mid_ingest_is_made_complete_by_fsck_and_a_resend(
             )
         ]
         assert len(keys) == len(set(keys)) == len(files), "each object stored exactly once"
+
+
+# -- the index database restarts -------------------------------------------------------------------
+
+
+def test_a_database_restart_costs_at_most_a_retried_store_and_loses_nothing(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Pooled connections are not pinged before use: after PostgreSQL restarts, a store may be
+    refused once (0xA700, which the modality retries), the pool is renewed, and nothing is lost."""
+    minio_server: MinioServer = request.getfixturevalue("minio_server")
+    postgres = PostgresServer.start()
+    try:
+        database = postgres.create_database()
+        overrides = scaleout_overrides(postgres, minio_server, database, "restart")
+        start = contextlib.contextmanager(_start_archive)
+        with start(tmp_path / "data", overrides) as running:
+            statuses: list[int] = []
+            _store_all(running.dicom_port, [_dataset(n) for n in range(1, 4)], statuses)
+            assert statuses == [SUCCESS] * 3
+            postgres.stop_server()
+            postgres.launch()
+            for n in range(4, 7):
+                attempts: list[int] = []
+                while not attempts or attempts[-1] != SUCCESS:
+                    assert len(attempts) < 3, f"object {n} refused after the restart: {attempts}"
+                    _store_all(running.dicom_port, [_dataset(n)], attempts)
+                statuses += attempts[-1:]
+            assert running.archive.index.instance_count() == 6
+            report = running.archive.audit.verify()
+            assert report.ok, report.reason
+    finally:
+        postgres.stop()
