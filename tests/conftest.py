@@ -12,6 +12,7 @@ import contextlib
 import re
 import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -52,6 +53,17 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: run the README's test command (it installs dcmtk)")
     return path
+
+
+def echo_ok(port: int, called: str = "ARKIV") -> bool:
+    """A C-ECHO with DCMTK's echoscu succeeds: the node is up and takes associations."""
+    result = subprocess.run(
+        [require_tool("echoscu"), "-aec", called, "127.0.0.1", str(port)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return result.returncode == 0
 
 
 @dataclass

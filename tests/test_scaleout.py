@@ -28,7 +28,7 @@ from arkiv.config import Settings
 from arkiv.counties import County
 from arkiv.services import Archive
 from storage.records import AuditQuery
-from tests.conftest import PASSWORD, backend_settings, free_port, require_tool
+from tests.conftest import PASSWORD, backend_settings, echo_ok, free_port, require_tool
 from tests.dicom_factory import Spec, make_dataset, write
 
 ARKIV = [sys.executable, "-m", "arkiv.cli"]
@@ -77,16 +77,6 @@ def _wait_until_up(node: Node, probe: Any) -> None:
         time.sleep(0.2)
 
 
-def _echo(port: int) -> bool:
-    result = subprocess.run(
-        [require_tool("echoscu"), "-aec", "ARKIV", "127.0.0.1", str(port)],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    return result.returncode == 0
-
-
 def _web_ready(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
@@ -114,7 +104,7 @@ def _nodes(overrides: dict[str, Any], root: Path) -> Iterator[tuple[list[Node], 
         web = [_start("web", overrides, root / f"web{n}") for n in (1, 2)]
         started += web
         for node in dicom:
-            _wait_until_up(node, _echo)
+            _wait_until_up(node, echo_ok)
             ready = httpx.get(f"http://127.0.0.1:{node.health}/readyz", timeout=10)
             assert ready.status_code == 200, ready.text
             assert httpx.get(f"http://127.0.0.1:{node.health}/dicom-web/studies").status_code == 404

@@ -35,6 +35,7 @@ from tests.conftest import (
     RunningArchive,
     _start_archive,
     backend_settings,
+    echo_ok,
     free_port,
     require_tool,
     scaleout_overrides,
@@ -194,16 +195,6 @@ def test_too_many_lost_blades_refuse_clearly_and_acknowledge_nothing_not_kept(
 # -- a DICOM node killed mid-ingest ----------------------------------------------------------------
 
 
-def _echo(port: int) -> bool:
-    result = subprocess.run(
-        [require_tool("echoscu"), "-aec", "ARKIV", "127.0.0.1", str(port)],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    return result.returncode == 0
-
-
 def _dicom_node(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -214,7 +205,7 @@ def _dicom_node(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[b
             start_new_session=True,
         )
     deadline = time.monotonic() + 60
-    while not _echo(port):
+    while not echo_ok(port):
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)

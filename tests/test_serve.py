@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, free_port, require_tool
+from tests.conftest import PASSWORD, echo_ok, free_port, require_tool
 from tests.dicom_factory import Spec, make_dataset, write
 
 ARKIV = [sys.executable, "-m", "arkiv.cli"]
@@ -29,16 +29,6 @@ class Served:
     data: Path
     dicom_port: int
     http_port: int
-
-
-def _echo(port: int) -> bool:
-    result = subprocess.run(
-        [require_tool("echoscu"), "-aec", "ARKIV", "127.0.0.1", str(port)],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    return result.returncode == 0
 
 
 def _workers_of(pid: int) -> list[int]:
@@ -69,7 +59,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    while not _echo(dicom_port):
+    while not echo_ok(dicom_port):
         assert process.poll() is None, "arkiv serve exited"
         assert time.monotonic() < deadline, "arkiv serve did not answer C-ECHO"
         time.sleep(0.2)
