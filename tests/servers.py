@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -248,6 +249,8 @@ class MinioNode:
     process: subprocess.Popen[bytes] | None
     log: Path
     argv: list[str]
+    ca_file: Path | None = None
+    """The CA of the node's certificate when it speaks HTTPS."""
 
     @property
     def endpoint(self) -> str:
@@ -270,8 +273,16 @@ class MinioNode:
         return self.process is not None and self.process.poll() is None
 
     def ready(self, path: str = "/minio/health/live") -> bool:
+        if self.ca_file is None:
+            url, opener = f"http://{self.endpoint}{path}", _HTTP
+        else:
+            context = ssl.create_default_context(cafile=str(self.ca_file))
+            url = f"https://{self.endpoint}{path}"
+            opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+            )
         try:
-            with _HTTP.open(f"http://{self.endpoint}{path}", timeout=2) as response:
+            with opener.open(url, timeout=2) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -296,9 +307,19 @@ class MinioServer:
     nodes: list[MinioNode]
 
     @classmethod
-    def start(cls, nodes: int = 1, drives: int = 1) -> MinioServer:
+    def start(
+        cls, nodes: int = 1, drives: int = 1, tls: tuple[Path, Path, Path] | None = None
+    ) -> MinioServer:
+        """`tls`: (certificate, key, CA) PEM files; the server then speaks HTTPS only."""
         binary = minio_binary()
         root = Path(tempfile.mkdtemp(prefix="arkiv-minio-"))
+        options: list[str] = []
+        if tls is not None:
+            certs = root / "certs"
+            certs.mkdir()
+            shutil.copyfile(tls[0], certs / "public.crt")
+            shutil.copyfile(tls[1], certs / "private.key")
+            options = ["--certs-dir", str(certs)]
         ports = [free_port() for _ in range(nodes)]
         if nodes == 1 and drives == 1:
             volumes = [str(root / "n1")]
@@ -310,8 +331,17 @@ class MinioServer:
             ]
         members = []
         for n, port in enumerate(ports, 1):
-            argv = [str(binary), "server", "--quiet", "--address", f"{LOCALHOST}:{port}", *volumes]
-            members.append(MinioNode(port, None, root / f"node{n}.log", argv))
+            argv = [
+                str(binary),
+                "server",
+                "--quiet",
+                "--address",
+                f"{LOCALHOST}:{port}",
+                *options,
+                *volumes,
+            ]
+            ca = tls[2] if tls is not None else None
+            members.append(MinioNode(port, None, root / f"node{n}.log", argv, ca))
         server = cls(root, members)
         for node in members:
             node.launch()

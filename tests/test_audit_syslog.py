@@ -9,9 +9,7 @@ required: without it a test fails and names `make test`, which installs it; it n
 from __future__ import annotations
 
 import base64
-import datetime
 import glob
-import ipaddress
 import json
 import logging
 import os
@@ -26,10 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from arkiv.audit import Actor, Event, EventType, Outcome
 from arkiv.audit_syslog import (
@@ -44,6 +38,7 @@ from arkiv.services import Archive
 from storage.index import Index
 from storage.records import AuditEvent
 from tests.conftest import free_port
+from tests.pki import Authority, Issued
 
 CLINICIAN = Actor(
     name="tannlege1", kind="user", county="vestfold", address="10.20.30.40", role="clinician"
@@ -56,117 +51,19 @@ FNR = "01017012345"
 # -- certificates --------------------------------------------------------------------------------
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "arkiv test"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-@dataclass(frozen=True)
-class _Issued:
-    cert: Path
-    key: Path
-
-
-class _Authority:
-    """A throwaway certificate authority that writes PEM files into a directory."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory = directory
-        self.name = name
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(_name(f"{name} CA"))
-            .issuer_name(_name(f"{name} CA"))
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        self.pem = directory / f"{name}-ca.pem"
-        self.pem.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, common_name: str, *, server: bool) -> _Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-        )
-        names: list[x509.GeneralName] = [x509.DNSName(common_name)]
-        if server:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        certificate = builder.sign(self.key, hashes.SHA256())
-        issued = _Issued(
-            cert=self.directory / f"{self.name}-{common_name}.pem",
-            key=self.directory / f"{self.name}-{common_name}.key",
-        )
-        issued.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        issued.key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        issued.key.chmod(0o600)
-        return issued
-
-
 @dataclass(frozen=True)
 class Pki:
     ca: Path
-    server: _Issued
-    client: _Issued
-    foreign_server: _Issued
+    server: Issued
+    client: Issued
+    foreign_server: Issued
     """Issued by another CA than the one the archive trusts."""
 
 
 def make_pki(directory: Path) -> Pki:
     """Our CA with a receiver and a client certificate, and a receiver certificate of another."""
-    ours = _Authority(directory, "ours")
-    other = _Authority(directory, "other")
+    ours = Authority(directory, "ours")
+    other = Authority(directory, "other")
     return Pki(
         ca=ours.pem,
         server=ours.issue("audit-repository", server=True),
@@ -316,11 +213,11 @@ input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="audit")
 @pytest.fixture
 def receiver_factory(
     tmp_path: Path,
-) -> Iterator[Callable[[str, Path, _Issued, int], Rsyslog]]:
+) -> Iterator[Callable[[str, Path, Issued, int], Rsyslog]]:
     _rsyslogd()  # fail at once, naming `make test`, when rsyslog is missing
     started: list[Rsyslog] = []
 
-    def make(name: str, ca: Path, server: _Issued, port: int) -> Rsyslog:
+    def make(name: str, ca: Path, server: Issued, port: int) -> Rsyslog:
         receiver = Rsyslog(tmp_path / name, port, ca, server.cert, server.key)
         started.append(receiver)
         return receiver

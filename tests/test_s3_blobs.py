@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -24,6 +26,7 @@ from minio.error import S3Error
 
 from storage.errors import BlobNotFound, BlobStoreUnavailable
 from storage.s3 import S3BlobStore, S3Location
+from tests.pki import Authority
 from tests.servers import MINIO_PASSWORD, MINIO_USER, MinioServer, free_port
 
 MIB = 1024 * 1024
@@ -374,3 +377,42 @@ def test_silent_store_times_out_and_construction_stays_offline(
         with pytest.raises(BlobStoreUnavailable, match=f"{port}.*unreachable"):
             call()
         assert time.monotonic() - began < 15
+
+
+# -- HTTPS, as production runs it --------------------------------------------------------------
+
+
+def test_https_with_the_configured_ca_and_refused_without_it(tmp_path: Path) -> None:
+    """Production talks to the store over HTTPS: the CA configured in `s3_ca_file` is trusted
+    (a single PUT and a multipart one go up, checked, and read back), and a server whose
+    certificate another CA signed is refused with a message that says why."""
+    ours, theirs = Authority(tmp_path, "ours"), Authority(tmp_path, "theirs")
+    served = ours.issue("minio", server=True)
+    server = MinioServer.start(tls=(served.cert, served.key, ours.pem))
+    try:
+        trusted = S3BlobStore(
+            replace(
+                location(server, new_bucket(), part_size=5 * MIB),
+                secure=True,
+                ca_file=str(ours.pem),
+            )
+        )
+        small, large = b"tannbilde" * 1000, os.urandom(11 * MIB)  # one PUT; three parts
+        trusted.put("dicom/a/b/small.dcm", small, sha(small))
+        trusted.put("dicom/a/b/large.dcm", large, sha(large))
+        assert trusted.read("dicom/a/b/small.dcm") == small
+        assert trusted.read("dicom/a/b/large.dcm") == large
+        trusted.check()
+
+        stranger = S3BlobStore(
+            replace(
+                location(server, new_bucket(), timeout=2, retries=0),
+                secure=True,
+                ca_file=str(theirs.pem),
+            )
+        )
+        with pytest.raises(BlobStoreUnavailable, match="TLS") as refused:
+            stranger.check()
+        assert server.endpoint in str(refused.value)
+    finally:
+        server.stop()
