@@ -97,6 +97,25 @@ _MOVE_HEAD = (
 AUDIT_EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _audit.columns)
 
 
+def _postgres_append() -> Any:
+    """On PostgreSQL the event, its patients and counties and the new head in one statement
+    (data-modifying CTEs; foreign keys are checked at its end): one round trip under the head
+    lock instead of four, which is what bounds the archive's audit events per second."""
+    columns = ", ".join(f'"{c}"' for c in AUDIT_EVENT_COLUMNS)
+    values = ", ".join(f":{c}" for c in AUDIT_EVENT_COLUMNS)
+    return text(
+        f"WITH event AS (INSERT INTO {_audit.name} ({columns}) VALUES ({values})), "
+        f"patients AS (INSERT INTO {_audit_patients.name} (seq, patient_id) "
+        "SELECT :seq, unnest(CAST(:patient_list AS varchar[]))), "
+        f"counties AS (INSERT INTO {_audit_counties.name} (seq, county) "
+        "SELECT :seq, unnest(CAST(:county_list AS varchar[]))) "
+        f"UPDATE {_head.name} SET seq = :seq, hash = :hash WHERE chain = :chain"
+    )
+
+
+_POSTGRES_APPEND = _postgres_append()
+
+
 def _plain(value: str) -> bool:
     """True when `json.dumps` would write the string as is between quotes."""
     return value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
@@ -784,11 +803,22 @@ class IndexTransaction:
         row, patients, counties = audit_rows(seq, prev, digest, event)
         # Statements built once and given parameters: building them per event cost more than
         # the rest of the append (see docs/PERFORMANCE.md, "Audit").
-        self._conn.execute(_INSERT_EVENT, row)
-        if patients:
-            self._conn.execute(_INSERT_EVENT_PATIENT, patients)
-        self._conn.execute(_INSERT_EVENT_COUNTY, counties)
-        self._conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
+        if self._conn.dialect.name == "postgresql":
+            self._conn.execute(
+                _POSTGRES_APPEND,
+                {
+                    **row,
+                    "patient_list": [p["patient_id"] for p in patients],
+                    "county_list": [c["county"] for c in counties],
+                    "chain": CHAIN,
+                },
+            )
+        else:
+            self._conn.execute(_INSERT_EVENT, row)
+            if patients:
+                self._conn.execute(_INSERT_EVENT_PATIENT, patients)
+            self._conn.execute(_INSERT_EVENT_COUNTY, counties)
+            self._conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
         fields_of_event = {f.name: getattr(event, f.name) for f in fields(event)}
         return AuditEvent(seq=seq, prev_hash=prev, hash=digest, **fields_of_event)
 

@@ -16,6 +16,8 @@ from storage.records import AuditQuery
 
 START = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
+pytestmark = pytest.mark.both_backends
+
 
 def test_time_ranges_find_exactly_the_events_in_them(
     archive: Archive, monkeypatch: pytest.MonkeyPatch
@@ -51,3 +53,34 @@ def test_a_range_after_the_last_event_is_empty(archive: Archive) -> None:
     later = iso(datetime.now(UTC) + timedelta(days=1))
     assert archive.index.find_audit_events(AuditQuery(since=later)) == []
     assert len(archive.index.find_audit_events(AuditQuery(until=later))) == 1
+
+
+def test_patients_and_counties_of_each_event_find_it(archive: Archive) -> None:
+    """Each event is filed under every patient and county it concerns (on PostgreSQL all in the
+    one statement that appends it), and the chain still verifies."""
+    telemark = Actor(name="tm-tannlege", kind="user", county="telemark")
+    vestfold = Actor(name="vf-tannlege", kind="user", county="vestfold")
+    archive.audit.record(
+        Event(EventType.QUERY, "E", vestfold, patient_ids=("01017012345", "02028054321"))
+    )
+    archive.audit.record(
+        Event(
+            EventType.INSTANCES_ACCESSED,
+            "R",
+            telemark,
+            patient_ids=("01017012345",),
+            counties=("vestfold", "buskerud"),
+        )
+    )
+    archive.audit.record(Event(EventType.USER_AUTHENTICATION, "E", telemark))
+
+    def seqs(query: AuditQuery) -> list[int]:
+        return [e.seq for e in archive.index.find_audit_events(query)]
+
+    assert seqs(AuditQuery(patient_id="01017012345")) == [2, 1]
+    assert seqs(AuditQuery(patient_id="02028054321")) == [1]
+    assert seqs(AuditQuery(county="buskerud")) == [2]
+    assert seqs(AuditQuery(county="vestfold")) == [2, 1]
+    assert seqs(AuditQuery(county="telemark")) == [3, 2]
+    assert seqs(AuditQuery(county="vestfold", cross_county=True)) == [2]
+    assert archive.audit.verify().ok
