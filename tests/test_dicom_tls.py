@@ -12,8 +12,6 @@ including while a client sits on a connection without ever starting its handshak
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import ssl
 import subprocess
@@ -22,10 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from arkiv.config import ConfigError, Peer, Settings
 from arkiv.counties import County
@@ -33,6 +27,7 @@ from arkiv.services import Archive
 from dicom_node.server import TLS_CLIENT, DicomNode
 from dicom_node.tls import server_context
 from storage.records import StudyQuery
+from tests.pki import Authority, Issued
 from tests.test_dicom_peers import (
     AE_TITLE,
     HOST,
@@ -58,96 +53,24 @@ ELSEWHERE = Peer("TELEMARK_PAN", County.TELEMARK, host="127.0.0.2")
 
 
 @dataclass(frozen=True)
-class Credential:
-    key: Path
-    cert: Path
-
-
-@dataclass(frozen=True)
 class Pki:
     ca: Path
-    server: Credential
-    client: Credential
-    stranger: Credential
+    server: Issued
+    client: Issued
+    stranger: Issued
     """A client certificate signed by another CA."""
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Buskerud fylkeskommune"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _issue(
-    directory: Path,
-    common_name: str,
-    issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
-    usage: str = "ca",
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Credential]:
-    """An EC P-256 key and certificate, written as PEM (key unencrypted, PKCS #8)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(issuer[1].subject if issuer else _name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=usage == "ca", path_length=None), critical=True)
-    )
-    if usage == "ca":
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    elif usage == "server":
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    cert = builder.sign(issuer[0] if issuer else key, hashes.SHA256())
-    credential = Credential(directory / f"{common_name}.key", directory / f"{common_name}.crt")
-    credential.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    credential.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key, cert, credential
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert, ca = _issue(directory, "county-ca")
-    *_, server = _issue(directory, "arkiv", (ca_key, ca_cert), "server")
-    *_, client = _issue(directory, MODALITY, (ca_key, ca_cert), "client")
-    other_key, other_cert, _ = _issue(directory, "other-ca")
-    *_, stranger = _issue(directory, "STRANGER", (other_key, other_cert), "client")
-    return Pki(ca.cert, server, client, stranger)
+    county, other = Authority(directory, "county"), Authority(directory, "other")
+    return Pki(
+        county.pem,
+        county.issue("arkiv", server=True),
+        county.issue(MODALITY, server=False),
+        other.issue("STRANGER", server=False),
+    )
 
 
 def tls_settings(tmp_path: Path, pki: Pki, *, with_ca: bool = True, **changes: object) -> Settings:
@@ -160,7 +83,7 @@ def tls_settings(tmp_path: Path, pki: Pki, *, with_ca: bool = True, **changes: o
     )
 
 
-def with_certificate(pki: Pki, credential: Credential) -> tuple[str, ...]:
+def with_certificate(pki: Pki, credential: Issued) -> tuple[str, ...]:
     """storescu/echoscu options: TLS with this key and certificate, trusting the county CA."""
     return ("+tls", str(credential.key), str(credential.cert), "+cf", str(pki.ca))
 
@@ -194,7 +117,7 @@ def test_storescu_over_tls_with_a_client_certificate_stores_and_indexes(
         assert_rejected_as_unknown_caller(rejected)
         [alert] = node.events(SECURITY_ALERT)
         assert alert.actor == ELSEWHERE.ae_title
-        assert alert.details["tls_subject"] == f"O=Buskerud fylkeskommune,CN={MODALITY}"
+        assert alert.details["tls_subject"] == f"O=arkiv test,CN={MODALITY}"
 
 
 def test_a_peer_bound_to_its_certificate_is_refused_with_another_one(
