@@ -314,11 +314,11 @@ def test_object_lock_on_a_bucket_created_without_it_is_explained(
 # -- an unreachable store --------------------------------------------------------------------------
 
 
-def test_unreachable_store_fails_fast_with_the_endpoint() -> None:
-    port = free_port()  # nothing listens here
-    store = S3BlobStore(
+def impatient_store(endpoint: str) -> S3BlobStore:
+    """A store at `endpoint` that gives up after one retry of one second."""
+    return S3BlobStore(
         S3Location(
-            endpoint=f"127.0.0.1:{port}",
+            endpoint=endpoint,
             bucket=new_bucket(),
             access_key=MINIO_USER,
             secret_key=MINIO_PASSWORD,
@@ -327,6 +327,11 @@ def test_unreachable_store_fails_fast_with_the_endpoint() -> None:
             retries=1,
         )
     )
+
+
+def test_unreachable_store_fails_fast_with_the_endpoint() -> None:
+    port = free_port()  # nothing listens here
+    store = impatient_store(f"127.0.0.1:{port}")
     data = b"x"
     calls: dict[str, Callable[[], object]] = {
         "check": store.check,
@@ -357,17 +362,7 @@ def test_silent_store_times_out_and_construction_stays_offline(
     silent_server: socket.socket,
 ) -> None:
     host, port = silent_server.getsockname()
-    store = S3BlobStore(
-        S3Location(
-            endpoint=f"{host}:{port}",
-            bucket=new_bucket(),
-            access_key=MINIO_USER,
-            secret_key=MINIO_PASSWORD,
-            secure=False,
-            timeout=1,
-            retries=1,
-        )
-    )
+    store = impatient_store(f"{host}:{port}")
     silent_server.settimeout(0.2)
     with pytest.raises(TimeoutError):
         silent_server.accept()  # the constructor made no connection
