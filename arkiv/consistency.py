@@ -31,7 +31,7 @@ from arkiv.ingest import IngestService
 from storage.blobs import BlobStore
 from storage.errors import BlobNotFound, StorageError
 from storage.index import Index
-from storage.records import StoredInstance, StudyQuery
+from storage.records import BlobOwner
 
 log = logging.getLogger(__name__)
 
@@ -218,21 +218,10 @@ class ConsistencyService:
             "expected_sha256": expected,
             "actual_sha256": actual,
         }
-        study_uids: tuple[str, ...] = ()
         patient_ids: tuple[str, ...] = ()
-        counties: tuple[str, ...] = ()
         if owner is not None:
             details["sop_uid"] = owner.sop_uid
-            patient_ids, study_uids, counties = (
-                (owner.patient_id,),
-                (owner.study_uid,),
-                (owner.county,),
-            )
-        else:
-            parts = key.split("/")
-            if key.startswith(_DICOM_PREFIX) and len(parts) == 4:
-                study_uids = (parts[1],)
-                details["sop_uid"] = _sop_uid_of(parts[3])
+            patient_ids = (owner.patient_id,) if owner.patient_id else ()
         self._audit.record(
             Event(
                 EventType.SECURITY_ALERT,
@@ -241,26 +230,19 @@ class ConsistencyService:
                 outcome=Outcome.SERIOUS_FAILURE,
                 outcome_description=MISMATCH,
                 patient_ids=patient_ids,
-                study_uids=study_uids,
+                study_uids=(owner.study_uid,) if owner is not None else (),
                 object_count=1,
-                counties=counties,
+                counties=(owner.county,) if owner is not None else (),
                 details=details,
             )
         )
 
-    def _owner(self, key: str) -> StoredInstance | None:
-        """The instance whose bytes `key` holds, looked up through the UIDs in the key (objects
-        kept as conflicts have no instance row of their own: None)."""
-        parts = key.split("/")
-        if not key.startswith(_DICOM_PREFIX) or len(parts) != 4:
-            return None
-        query = StudyQuery(study_uids=(parts[1],), sop_uids=(_sop_uid_of(parts[3]),), limit=10)
+    def _owner(self, key: str) -> BlobOwner | None:
         try:
-            found = self._index.find_instances(query)
-        except StorageError as exc:
-            log.warning("fsck: cannot look up the instance of %s: %s", key, exc)
+            return self._index.blob_owner(key)
+        except StorageError as exc:  # the alert is still written, without the owner
+            log.warning("fsck: cannot look up whose object %s is: %s", key, exc)
             return None
-        return next((i for i in found if i.blob.key == key), None)
 
     # -- repair ----------------------------------------------------------------------------------
 
@@ -313,12 +295,3 @@ class ConsistencyService:
             return
         log.warning("fsck: restored an intact copy of %s object %s", problem, key)
         report.restored.append(key)
-
-
-def _sop_uid_of(name: str) -> str:
-    """The SOP Instance UID in a key's last part, `<sop uid>.<16 hex of the SHA-256>.dcm`."""
-    stem = name.removesuffix(".dcm")
-    head, _, tail = stem.rpartition(".")
-    if head and len(tail) == 16 and all(c in "0123456789abcdef" for c in tail):
-        return head
-    return stem

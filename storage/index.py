@@ -45,6 +45,7 @@ from storage.leases import Lease, open_lease
 from storage.records import (
     AuditEvent,
     AuditQuery,
+    BlobOwner,
     BlobRef,
     BreakGlassGrant,
     Checkpoint,
@@ -429,6 +430,37 @@ class Index:
             keys = set(conn.execute(select(_instances.c.blob_key)).scalars())
             keys.update(conn.execute(select(_conflicts.c.blob_key)).scalars())
         return keys
+
+    def blob_owner(self, key: str) -> BlobOwner | None:
+        """The instance, or the conflicting object kept for review, whose bytes `key` holds
+        (for the alert of an object that fails its checksum)."""
+        instance = (
+            select(_instances.c.sop_uid, _studies.c.study_uid, _patients.c.patient_id)
+            .add_columns(_instances.c.county)
+            .select_from(
+                _instances.join(_series, _instances.c.series_pk == _series.c.id)
+                .join(_studies, _series.c.study_pk == _studies.c.id)
+                .join(_patients, _studies.c.patient_pk == _patients.c.id)
+            )
+            .where(_instances.c.blob_key == key)
+        )
+        conflict = (
+            select(_conflicts.c.sop_uid, _conflicts.c.study_uid, _patients.c.patient_id)
+            .add_columns(_conflicts.c.county)
+            .select_from(
+                _conflicts.outerjoin(
+                    _studies, _conflicts.c.study_uid == _studies.c.study_uid
+                ).outerjoin(_patients, _studies.c.patient_pk == _patients.c.id)
+            )
+            .where(_conflicts.c.blob_key == key)
+        )
+        with self._read() as conn:
+            for stmt in (instance, conflict):
+                row = conn.execute(stmt.limit(1)).first()
+                if row is not None:
+                    sop_uid, study_uid, patient_id, county = row
+                    return BlobOwner(sop_uid, study_uid, patient_id or "", county)
+        return None
 
     def blob_digests(self) -> dict[str, str]:
         """Every blob the index refers to, with the SHA-256 (hex) recorded when it was received."""

@@ -109,6 +109,16 @@ class StoredInstance:
 
 
 @dataclass(frozen=True)
+class BlobOwner:
+    """Whose bytes a blob holds: an instance's, or a conflicting object's kept for review."""
+
+    sop_uid: str
+    study_uid: str
+    patient_id: str
+    county: str
+
+
+@dataclass(frozen=True)
 class StudySummary:
     patient_id: str
     patient_name: str

@@ -448,7 +448,7 @@ class S3BlobStore:
     def exists(self, key: str) -> bool:
         """Whether `key` holds a current object (a delete marker does not count)."""
         validate_key(key)
-        if not self._prepared:  # ingest asks before its first put: create the bucket first
+        if not self._prepared:  # a fresh bucket is made, not reported missing
             self.prepare()
         try:
             self._client.stat_object(self._bucket, key)

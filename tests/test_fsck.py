@@ -173,6 +173,32 @@ def test_the_scrub_finds_a_corrupt_object_and_repair_restores_it_where_the_store
     assert hashlib.sha256(archive.blobs.read(sound.blob.key)).hexdigest() == sound.blob.sha256
 
 
+def test_a_damaged_conflict_object_is_an_alert_naming_its_patient(
+    archive: Archive, backend: dict[str, Any]
+) -> None:
+    """An object kept for review (another object under a stored SOP Instance UID) has no
+    instance row of its own; its alert still names the study's patient and county."""
+    kept = _store(archive, Spec(patient_id=synthetic_national_id(date(1972, 5, 6), 300)))
+    other = Spec(
+        patient_id=kept.patient_id,
+        study_uid=kept.study_uid,
+        series_uid=kept.series_uid,
+        sop_uid=kept.sop_uid,
+        seed=99,
+    )
+    archive.ingest.ingest_dicom(encode(make_dataset(other)), MODALITY)
+    [conflict] = set(archive.index.blob_digests()) - {kept.blob.key}
+    _damage(archive, backend, conflict)
+
+    assert archive.consistency.check(scrub=True).corrupt == [conflict]
+    [event] = archive.index.find_audit_events(AuditQuery(event_id=SECURITY_ALERT))
+    assert event.details["blob_key"] == conflict
+    assert event.details["sop_uid"] == kept.sop_uid
+    assert event.patient_ids == (kept.patient_id,)
+    assert event.study_uids == (kept.study_uid,)
+    assert kept.county in event.counties
+
+
 def test_each_mismatch_is_a_security_alert_and_a_line_in_the_log(
     archive: Archive, backend: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
