@@ -17,7 +17,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from storage.errors import IndexUnavailable
@@ -160,3 +161,13 @@ def migrate(engine: Engine) -> None:
                 command.upgrade(config, "head")
     except Exception as exc:  # any driver error means the index is unusable
         raise IndexUnavailable(f"cannot prepare the index database: {exc}") from exc
+
+
+def upsert_insert(conn: Connection, table: Table) -> Any:
+    """INSERT with the dialect's ON CONFLICT clauses (`on_conflict_do_nothing`/`_do_update`):
+    the index is SQLite or PostgreSQL, and both spell them the same in SQLAlchemy."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise IndexUnavailable(f"unsupported database dialect {conn.dialect.name}")

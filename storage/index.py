@@ -28,7 +28,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage import models
@@ -39,6 +38,7 @@ from storage.database import (
     is_sqlite,
     migrate,
     sqlite_path,
+    upsert_insert,
 )
 from storage.errors import IndexUnavailable
 from storage.leases import Lease, open_lease
@@ -969,13 +969,7 @@ class IndexTransaction:
         """Move forwarder `name`'s cursor to the event (`seq`, `event_hash`)."""
         values = {"name": name, "seq": seq, "hash": event_hash, "updated_at": updated_at}
         changed = {"seq": seq, "hash": event_hash, "updated_at": updated_at}
-        dialect = self._conn.dialect.name
-        if dialect == "postgresql":
-            stmt: Any = postgresql.insert(_forward_cursors).values(**values)
-        elif dialect == "sqlite":
-            stmt = sqlite.insert(_forward_cursors).values(**values)
-        else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-            raise IndexUnavailable(f"unsupported database dialect {dialect}")
+        stmt = upsert_insert(self._conn, _forward_cursors).values(**values)
         self._conn.execute(
             stmt.on_conflict_do_update(index_elements=[_forward_cursors.c.name], set_=changed)
         )
@@ -1031,13 +1025,7 @@ def _shift(moment: str, margin: timedelta) -> str:
 
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT that does nothing when a unique key already exists; True when a row was added."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise IndexUnavailable(f"unsupported database dialect {dialect}")
+    stmt = upsert_insert(conn, table).values(**values).on_conflict_do_nothing()
     # RETURNING, not rowcount: psycopg reports no row count for a skipped conflict (-1).
     key = next(iter(table.primary_key.columns))
     return conn.execute(stmt.returning(key)).first() is not None

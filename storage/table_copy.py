@@ -35,12 +35,11 @@ from sqlalchemy import (
     tuple_,
     union,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from storage import models
-from storage.database import create_index_engine
+from storage.database import create_index_engine, upsert_insert
 from storage.errors import IndexUnavailable, StorageError
 
 __all__ = [
@@ -305,7 +304,7 @@ class TableCopier:
             if not rows:
                 return
             with self._tgt.begin() as conn:
-                conn.execute(_insert(conn, table).on_conflict_do_nothing(), rows)
+                conn.execute(upsert_insert(conn, table).on_conflict_do_nothing(), rows)
             progress.copied(len(rows))
             last = tuple(rows[-1][column.name] for column in keys)
 
@@ -394,16 +393,8 @@ def _translated() -> Iterator[None]:
         raise DatabaseFailed(str(exc)) from exc
 
 
-def _insert(conn: Connection, table: Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise IndexUnavailable(f"unsupported database dialect {conn.dialect.name}")
-
-
 def _upsert(conn: Connection, table: Table, keys: list[str]) -> Any:
-    stmt = _insert(conn, table)
+    stmt = upsert_insert(conn, table)
     changing = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
     if not changing:
         return stmt.on_conflict_do_nothing()
