@@ -46,6 +46,12 @@ SERVICE_SCOPES = frozenset({"search", "retrieve", "store"})
 """What a service account may be granted: QIDO-RS searches, WADO-RS reads, STOW-RS stores."""
 
 
+DICOM_AE = "dicom-ae"
+"""`Principal.auth_method` of a configured DICOM peer: known by its AE title, address and (on a
+TLS port) certificate, acting as a service account of its county with the scopes its configured
+services give it."""
+
+
 @dataclass(frozen=True)
 class Principal:
     """A signed-in user as the services see them, with the address the request came from."""
@@ -59,9 +65,14 @@ class Principal:
     hpr_number: str = ""
 
     def actor(self) -> Actor:
+        kind = "user"
+        if self.auth_method == DICOM_AE:
+            kind = "dicom-ae"
+        elif self.role is Role.SERVICE:
+            kind = "service"
         return Actor(
             name=self.username,
-            kind="service" if self.role is Role.SERVICE else "user",
+            kind=kind,
             county=self.county.value,
             address=self.address,
             role=self.role.value,

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from arkiv.accounts import DICOM_AE, Principal, Role
 from arkiv.audit import Actor, Event, EventType, Outcome
 from arkiv.config import Peer, Settings
 from arkiv.counties import County
@@ -41,6 +42,9 @@ FIND = "find"
 MOVE = "move"
 GET = "get"
 COMMIT = "commit"
+
+SERVICE_SCOPES = {FIND: "search", MOVE: "retrieve", GET: "retrieve", COMMIT: "commit"}
+"""The access path's scope each DICOM service needs (`arkiv.authorization`)."""
 
 UNKNOWN_PEER_SERVICES = frozenset({ECHO, STORE})
 """What an AE that is not configured may do when unknown AEs are admitted at all: verify and send
@@ -105,6 +109,23 @@ class PeerPolicy:
         if peer is None:
             return service in UNKNOWN_PEER_SERVICES and not self._settings.dicom_require_known_peers
         return peer.allows(service)
+
+    def principal(self, caller: Caller) -> Principal:
+        """A configured peer as the access path sees it: a service account of its county whose
+        scopes follow its DICOM services (find → search; move, get → retrieve; commit →
+        commit). What it finds and retrieves is its county's, like a clinician there, and every
+        read is audited under its AE title and address."""
+        peer = self.peer(caller.ae_title)
+        services = peer.services if peer is not None else frozenset()
+        scopes = {SERVICE_SCOPES[s] for s in services if s in SERVICE_SCOPES}
+        return Principal(
+            username=caller.ae_title,
+            role=Role.SERVICE,
+            county=self.county(caller.ae_title),
+            address=caller.address,
+            scopes=frozenset(scopes),
+            auth_method=DICOM_AE,
+        )
 
     def county(self, ae_title: str) -> County:
         """The county that owns what this AE sends: the peer's, or the archive's own."""

@@ -14,7 +14,14 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from arkiv.services import Archive
 from dicom_node import peers
-from dicom_node.contexts import storage_contexts, verification_context
+from dicom_node.commitment import handle_commitment_request
+from dicom_node.contexts import (
+    commitment_context,
+    query_retrieve_contexts,
+    storage_contexts,
+    verification_context,
+)
+from dicom_node.find import handle_find
 from dicom_node.handlers import (
     handle_association_request,
     handle_connection_open,
@@ -23,6 +30,7 @@ from dicom_node.handlers import (
 )
 from dicom_node.listener import open_listener, server_on
 from dicom_node.peers import Caller, PeerPolicy, record_security_alert
+from dicom_node.retrieve import handle_get, handle_move
 from dicom_node.tls import HandshakeFailure, TlsGate, server_context
 from dicom_node.transport import SharedContexts, install
 
@@ -62,7 +70,12 @@ class DicomNode:
         ae.maximum_associations = settings.max_associations
         ae.require_called_aet = True
         ae.require_calling_aet = []
-        ae.supported_contexts = [verification_context(), *storage_contexts()]
+        ae.supported_contexts = [
+            verification_context(),
+            *storage_contexts(),
+            *query_retrieve_contexts(),
+            commitment_context(),
+        ]
         self._contexts = SharedContexts(ae.supported_contexts)
         install()
         self._ae = ae
@@ -87,6 +100,10 @@ class DicomNode:
             (evt.EVT_REQUESTED, handle_association_request, [archive, policy]),
             (evt.EVT_C_ECHO, handle_echo, [archive, policy]),
             (evt.EVT_C_STORE, handle_store, [archive, policy]),
+            (evt.EVT_C_FIND, handle_find, [archive, policy]),
+            (evt.EVT_C_MOVE, handle_move, [archive, policy]),
+            (evt.EVT_C_GET, handle_get, [archive, policy]),
+            (evt.EVT_N_ACTION, handle_commitment_request, [archive, policy]),
         ]
         server = self._ae.make_server(
             listener.getsockname()[:2],

@@ -23,6 +23,7 @@ from viewer.routers import (
     health,
     oidc,
     pages,
+    qido,
 )
 
 _STATIC = Path(__file__).parent / "static"
@@ -42,6 +43,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(oidc.router)
+    app.include_router(qido.router)
     app.include_router(dicomweb.router)
     app.include_router(audit_api.router)
     app.include_router(audit_pages.router)

@@ -1,4 +1,4 @@
-"""DICOMweb: QIDO-RS search, WADO-RS retrieve, metadata, rendered and thumbnail (PS3.18).
+"""DICOMweb WADO-RS (PS3.18 10.4): retrieve, metadata, rendered and thumbnail.
 
 Every route goes through `arkiv.access`, which authorizes and writes the audit event before any
 data leaves. Retrieve sends the stored bytes as they were received, one object at a time, each
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from arkiv.accounts import Principal
 from arkiv.errors import InvalidQuery
@@ -22,70 +22,13 @@ from arkiv.services import Archive
 from storage.records import StoredInstance
 from viewer import dicom_json
 from viewer.dependencies import ArchiveDep, PrincipalDep
+from viewer.dicomweb_http import base_url, json_response
 from viewer.multipart import multipart_stream, new_boundary
-from viewer.qido import parse_query
 
 router = APIRouter(prefix="/dicom-web")
 
-DICOM_JSON = "application/dicom+json"
 _THUMBNAIL_SIZE = 128
 _MAX_VIEWPORT = 4096
-
-
-def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/dicom-web"
-
-
-def _query_text(request: Request) -> str:
-    return f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
-
-
-def _json(payload: object) -> JSONResponse:
-    return JSONResponse(payload, media_type=DICOM_JSON)
-
-
-# -- QIDO-RS ---------------------------------------------------------------------------------------
-
-
-@router.get("/studies")
-def search_studies(request: Request, archive: ArchiveDep, principal: PrincipalDep) -> Response:
-    query = parse_query(request.query_params.multi_items())
-    found = archive.access.search_studies(principal, query, _query_text(request))
-    base = _base_url(request)
-    return _json([dicom_json.study_json(s, base) for s in found])
-
-
-@router.get("/series")
-@router.get("/studies/{study_uid}/series")
-def search_series(
-    request: Request, archive: ArchiveDep, principal: PrincipalDep, study_uid: str | None = None
-) -> Response:
-    params = list(request.query_params.multi_items())
-    if study_uid:
-        params.append(("StudyInstanceUID", study_uid))
-    found = archive.access.search_series(principal, parse_query(params), _query_text(request))
-    base = _base_url(request)
-    return _json([dicom_json.series_json(s, base) for s in found])
-
-
-@router.get("/instances")
-@router.get("/studies/{study_uid}/instances")
-@router.get("/studies/{study_uid}/series/{series_uid}/instances")
-def search_instances(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-) -> Response:
-    params = list(request.query_params.multi_items())
-    if study_uid:
-        params.append(("StudyInstanceUID", study_uid))
-    if series_uid:
-        params.append(("SeriesInstanceUID", series_uid))
-    found = archive.access.search_instances(principal, parse_query(params), _query_text(request))
-    base = _base_url(request)
-    return _json([dicom_json.instance_json(i, base) for i in found])
 
 
 # -- WADO-RS retrieve ------------------------------------------------------------------------------
@@ -189,8 +132,10 @@ def _metadata(
     sop_uid: str | None,
 ) -> Response:
     found = archive.access.instances_for_read(principal, "metadata", study_uid, series_uid, sop_uid)
-    base = _base_url(request)
-    return _json([dicom_json.metadata_json(i, base, json.loads(i.metadata_json)) for i in found])
+    base = base_url(request)
+    return json_response(
+        [dicom_json.metadata_json(i, base, json.loads(i.metadata_json)) for i in found]
+    )
 
 
 @router.get("/studies/{study_uid}/metadata")
