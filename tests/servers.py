@@ -1,4 +1,4 @@
-"""Real PostgreSQL and MinIO servers on loopback, started from temporary directories.
+"""Real PostgreSQL, MinIO and Orthanc servers on loopback, started from temporary directories.
 
 The tests and the benchmark use these instead of mocks: the scale-out backend is only trusted
 when a real database and a real S3 server stand behind it. Each server runs as a child process in
@@ -10,6 +10,7 @@ reason to skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -24,6 +25,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -371,3 +373,112 @@ class MinioServer:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# -- Orthanc ---------------------------------------------------------------------------------------
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+
+
+@dataclass
+class OrthancServer:
+    """Orthanc (Debian package) as a DICOM peer: it queries and moves from the archive, and
+    receives what the archive sends. Its REST API is how a test sees what arrived.
+
+    Orthanc's DICOM server leaves Nagle's algorithm on unless TCP_NODELAY is set in its
+    environment, which would make every C-STORE response wait for a delayed ACK.
+    """
+
+    directory: Path
+    dicom_port: int
+    http_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    aet: str = "ORTHANC"
+
+    @classmethod
+    def start(cls, directory: Path, aet: str = "ORTHANC") -> OrthancServer:
+        if not ORTHANC.exists():
+            raise ServerUnavailable(
+                f"{ORTHANC} is missing: install Debian's orthanc package "
+                "(.ci/install-system-packages)"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        dicom_port, http_port = free_port(), free_port()
+        config = {
+            "Name": "arkiv-test-peer",
+            "StorageDirectory": str(directory / "storage"),
+            "IndexDirectory": str(directory / "index"),
+            "StorageCompression": False,
+            "DicomServerEnabled": True,
+            "DicomAet": aet,
+            "DicomPort": dicom_port,
+            "DicomCheckCalledAet": False,
+            "DicomModalities": {},
+            "DicomModalitiesInDatabase": False,
+            "HttpServerEnabled": True,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [],
+            "LuaScripts": [],
+            "SaveJobs": False,
+            "DicomScpTimeout": 30,
+            "DicomScuTimeout": 30,
+        }
+        config_file = directory / "orthanc.json"
+        config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        log = directory / "orthanc.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [str(ORTHANC), "--no-jobs", str(config_file)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "TCP_NODELAY": "1"},
+                start_new_session=True,
+            )
+        server = cls(directory, dicom_port, http_port, process, log, aet)
+        server._wait_ready()
+        return server
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerUnavailable(f"Orthanc exited at start:\n{_tail(self.log)}")
+            try:
+                self.rest("GET", "/system")
+                return
+            except (OSError, ValueError):
+                time.sleep(0.2)
+        self.stop()
+        raise ServerUnavailable(f"Orthanc did not start in {timeout:.0f} s:\n{_tail(self.log)}")
+
+    def rest(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> Any:
+        """Call Orthanc's REST API on loopback; JSON in and out (raw bytes for non-JSON)."""
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(
+            f"http://{LOCALHOST}:{self.http_port}{path}", data=data, method=method
+        )
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        with _HTTP.open(request, timeout=timeout) as response:
+            payload = response.read()
+            if "json" in response.headers.get("Content-Type", ""):
+                return json.loads(payload)
+            return payload
+
+    def add_modality(self, name: str, aet: str, host: str, port: int) -> None:
+        """Tell Orthanc about a DICOM node it may query, move from and send to."""
+        self.rest("PUT", f"/modalities/{name}", {"AET": aet, "Host": host, "Port": port})
+
+    def instance_files(self) -> dict[str, bytes]:
+        """Every instance Orthanc holds, by SOP Instance UID, as the Part 10 file it keeps."""
+        files: dict[str, bytes] = {}
+        for orthanc_id in self.rest("GET", "/instances"):
+            tags = self.rest("GET", f"/instances/{orthanc_id}/simplified-tags")
+            files[str(tags["SOPInstanceUID"])] = self.rest("GET", f"/instances/{orthanc_id}/file")
+        return files
+
+    def stop(self) -> None:
+        _stop(self.process)
