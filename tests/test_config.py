@@ -33,11 +33,13 @@ def test_the_readme_production_example_loads(
     settings = load_settings(path)
     assert settings.dicom_require_known_peers is True
     assert settings.web_tls and settings.oidc_enabled
-    [peer] = settings.peers
-    assert peer == Peer(
-        "PANO_TONSBERG", County.VESTFOLD, "10.1.2.3", 0, frozenset({"echo", "store"})
+    modality, workstation = settings.peers
+    assert modality == Peer(
+        "PANO_TONSBERG", County.VESTFOLD, "10.1.2.3", 104, frozenset({"echo", "store", "commit"})
     )
-    assert settings.peer("PANO_TONSBERG  ") == peer and settings.peer("OTHER") is None
+    assert workstation.port == 11112 and workstation.allows("move")
+    assert not modality.allows("find")
+    assert settings.peer("PANO_TONSBERG  ") == modality and settings.peer("OTHER") is None
     assert set(settings.break_glass_reasons) == {"akutt", "henvisning"}
 
 
