@@ -32,6 +32,7 @@ from storage.blobs import BlobStore
 from storage.errors import BlobNotFound, StorageError
 from storage.index import Index
 from storage.records import (
+    PatientSummary,
     SeriesSummary,
     StoredInstance,
     StudyQuery,
@@ -111,6 +112,15 @@ class AccessService:
 
     # -- searches --------------------------------------------------------------------------------
 
+    def search_patients(
+        self, principal: Principal, query: StudyQuery, query_text: str
+    ) -> list[PatientSummary]:
+        """Patients with studies the principal may see (C-FIND at the PATIENT level)."""
+        require_image_search(principal)
+        results = self._index.find_patients(self._scoped(principal, query))
+        self._audit_query(principal, query_text, results, "patients")
+        return results
+
     def search_studies(
         self, principal: Principal, query: StudyQuery, query_text: str
     ) -> list[StudySummary]:
@@ -139,11 +149,17 @@ class AccessService:
         self,
         principal: Principal,
         query_text: str,
-        results: list[StudySummary] | list[SeriesSummary] | list[StoredInstance],
+        results: (
+            list[PatientSummary] | list[StudySummary] | list[SeriesSummary] | list[StoredInstance]
+        ),
         level: str,
     ) -> None:
         distinct = sorted({r.patient_id for r in results})
-        counties = {r.county for r in results}
+        counties = {
+            county
+            for r in results
+            for county in (r.counties if isinstance(r, PatientSummary) else (r.county,))
+        }
         self._audit.record(
             Event(
                 EventType.QUERY,

@@ -123,6 +123,14 @@ class Settings:
     peers: tuple[Peer, ...] = ()
     dicom_require_known_peers: bool = False
     """Production: refuse associations from AEs not in `peers` (embedded default: accept any)."""
+    dicom_find_max_results: int = 10_000
+    """A C-FIND that matches more than this is ended with 0xA700 and a comment asking to narrow
+    it, so one careless query cannot stream the whole index to a workstation."""
+    commitment_report_attempts: int = 5
+    commitment_report_backoff_seconds: float = 2.0
+    """Storage commitment: how often the N-EVENT-REPORT is tried on a new association to a
+    modality that closed the first one, waiting backoff, 2×backoff, … between tries; then the
+    archive gives up (logged and audited) and the modality asks again."""
     dicom_tls_cert: str = ""
     dicom_tls_key: str = ""
     dicom_tls_ca: str = ""

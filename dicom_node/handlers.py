@@ -95,7 +95,7 @@ def handle_association_request(event: DimseEvent, archive: Archive, policy: Peer
         if called != archive.settings.ae_title.strip():
             return
         caller = caller_of(assoc)
-        reason = policy.refuse_association(caller)
+        reason = policy.refuse_association(caller, proposed_sop_classes(assoc))
     except Exception as exc:
         log.exception("could not check the association request from %s", caller.address)
         reason = f"the association request could not be checked: {type(exc).__name__}"
@@ -111,6 +111,13 @@ def handle_association_request(event: DimseEvent, archive: Archive, policy: Peer
         peer=policy.peer(caller.ae_title) if caller.ae_title else None,
     )
     _reject(assoc)
+
+
+def proposed_sop_classes(assoc: Association) -> list[str]:
+    """The abstract syntaxes of the presentation contexts the requestor proposes."""
+    request = assoc.requestor.primitive
+    contexts = request.presentation_context_definition_list if request is not None else []
+    return [str(cx.abstract_syntax) for cx in contexts if cx.abstract_syntax is not None]
 
 
 def _reject(assoc: Association) -> None:

@@ -50,6 +50,19 @@ UNKNOWN_PEER_SERVICES = frozenset({ECHO, STORE})
 """What an AE that is not configured may do when unknown AEs are admitted at all: verify and send
 images, as a modality does. Queries and retrievals are for configured peers only (DESIGN)."""
 
+PEER_ONLY_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Q/R FIND
+        "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root Q/R MOVE
+        "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root Q/R GET
+        "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Q/R FIND
+        "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root Q/R MOVE
+        "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root Q/R GET
+        "1.2.840.10008.1.20.1",  # Storage Commitment Push Model
+    }
+)
+"""SOP classes an unknown AE may not even propose: an association offering them is rejected."""
+
 NODE_AUTHENTICATION = "110126 Node Authentication"
 USE_OF_RESTRICTED_FUNCTION = "110132 Use of Restricted Function"
 
@@ -79,17 +92,28 @@ class PeerPolicy:
     def peer(self, ae_title: str) -> Peer | None:
         return self._settings.peer(ae_title)
 
-    def refuse_association(self, caller: Caller) -> str | None:
+    def refuse_association(
+        self, caller: Caller, abstract_syntaxes: Iterable[str] = ()
+    ) -> str | None:
         """Why this caller may not associate, or None if it may.
 
         Unknown AEs are refused in production (`dicom_require_known_peers`); a configured AE is
         refused from any address but its own even where unknown AEs are admitted, since taking
-        a configured peer's title must not be a way to file images under its county.
+        a configured peer's title must not be a way to file images under its county. An
+        unknown AE that proposes query/retrieve or storage commitment (`abstract_syntaxes`, the
+        SOP classes of its proposed presentation contexts) is refused even where unknown AEs
+        may store: those services read patient data, which only configured peers may.
         """
         peer = self.peer(caller.ae_title)
         if peer is None:
             if self._settings.dicom_require_known_peers:
                 return f"calling AE title {caller.ae_title!r} is not a configured peer"
+            asked = sorted(set(abstract_syntaxes) & PEER_ONLY_SOP_CLASSES)
+            if asked:
+                return (
+                    f"calling AE title {caller.ae_title!r} is not a configured peer and "
+                    f"proposed query/retrieve or storage commitment ({', '.join(asked)})"
+                )
             return None
         if peer.host and not address_matches(peer.host, caller.address):
             return (

@@ -9,7 +9,9 @@ patient, study or series row.
 from __future__ import annotations
 
 import json
+import re
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -21,10 +23,12 @@ from sqlalchemy import (
     Engine,
     Table,
     bindparam,
+    case,
     exists,
     func,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy import delete as sql_delete
@@ -53,6 +57,7 @@ from storage.records import (
     NewAuditEvent,
     NewConflict,
     NewInstance,
+    PatientSummary,
     SeriesSummary,
     StoredInstance,
     StudyQuery,
@@ -236,36 +241,83 @@ class Index:
 
     # -- studies, series, instances ------------------------------------------------------------
 
-    def find_studies(self, query: StudyQuery) -> list[StudySummary]:
-        series_count = (
-            select(func.count())
-            .select_from(_series)
-            .where(_series.c.study_pk == _studies.c.id)
-            .scalar_subquery()
+    def find_patients(self, query: StudyQuery) -> list[PatientSummary]:
+        """Patients with at least one study the query matches and its scope allows, by name.
+
+        Two statements, not one grouped join over everything: a page of patient keys first,
+        then the counts of only those patients' studies, series and instances in scope.
+        """
+        matched = _apply_study_filters(
+            select(_patients.c.id, _patients.c.name_key)
+            .select_from(_studies.join(_patients, _studies.c.patient_pk == _patients.c.id))
+            .distinct(),
+            query,
         )
-        instance_count = (
-            select(func.count())
-            .select_from(_instances.join(_series, _instances.c.series_pk == _series.c.id))
-            .where(_series.c.study_pk == _studies.c.id)
-            .scalar_subquery()
-        )
-        stmt = select(
-            _studies, _patients, series_count.label("n_series"), instance_count.label("n_instances")
-        ).select_from(_studies.join(_patients, _studies.c.patient_pk == _patients.c.id))
-        stmt = _apply_study_filters(stmt, query)
-        if query.modality:
-            stmt = stmt.where(
-                exists().where(
-                    (_series.c.study_pk == _studies.c.id) & (_series.c.modality == query.modality)
+        matched = _apply_lower_filters(matched, query, "study")
+        stmt = matched.order_by(_patients.c.name_key, _patients.c.id)
+        stmt = stmt.limit(query.limit).offset(query.offset)
+        with self._read() as conn:
+            page = [row[0] for row in conn.execute(stmt)]
+            if not page:
+                return []
+            people = {
+                row["id"]: row
+                for row in conn.execute(select(_patients).where(_patients.c.id.in_(page)))
+                .mappings()
+                .all()
+            }
+            scoped = _apply_scope(
+                select(
+                    _studies.c.patient_pk,
+                    _studies.c.county,
+                    func.count(func.distinct(_studies.c.id)),
+                    func.count(func.distinct(_series.c.id)),
+                    func.count(_instances.c.id),
                 )
+                .select_from(
+                    _studies.join(_patients, _studies.c.patient_pk == _patients.c.id)
+                    .outerjoin(_series, _series.c.study_pk == _studies.c.id)
+                    .outerjoin(_instances, _instances.c.series_pk == _series.c.id)
+                )
+                .where(_studies.c.patient_pk.in_(page)),
+                query,
+            ).group_by(_studies.c.patient_pk, _studies.c.county)
+            counts: dict[int, list[int]] = {}
+            counties: dict[int, set[str]] = {}
+            for patient_pk, county, n_studies, n_series, n_instances in conn.execute(scoped):
+                total = counts.setdefault(patient_pk, [0, 0, 0])
+                total[0] += n_studies
+                total[1] += n_series
+                total[2] += n_instances
+                counties.setdefault(patient_pk, set()).add(county)
+        return [
+            PatientSummary(
+                patient_id=people[pk]["patient_id"],
+                patient_name=people[pk]["name"],
+                birth_date=people[pk]["birth_date"],
+                sex=people[pk]["sex"],
+                id_valid=bool(people[pk]["id_valid"]),
+                study_count=counts.get(pk, [0, 0, 0])[0],
+                series_count=counts.get(pk, [0, 0, 0])[1],
+                instance_count=counts.get(pk, [0, 0, 0])[2],
+                counties=tuple(sorted(counties.get(pk, ()))),
             )
-        if query.series_uids or query.sop_uids:
-            stmt = stmt.where(exists().where(_series_match(query)))
+            for pk in page
+        ]
+
+    def find_studies(self, query: StudyQuery) -> list[StudySummary]:
+        """A page of matching studies, newest first; counts and modalities for that page only."""
+        stmt = select(_studies, _patients).select_from(
+            _studies.join(_patients, _studies.c.patient_pk == _patients.c.id)
+        )
+        stmt = _apply_lower_filters(_apply_study_filters(stmt, query), query, "study")
         stmt = stmt.order_by(_studies.c.study_date.desc(), _studies.c.id.desc())
         stmt = stmt.limit(query.limit).offset(query.offset)
         with self._read() as conn:
             rows = conn.execute(stmt).mappings().all()
-            modalities = self._modalities(conn, [row["id"] for row in rows])
+            pks = [row["id"] for row in rows]
+            modalities = self._modalities(conn, pks)
+            counts = self._study_counts(conn, pks)
         return [
             StudySummary(
                 patient_id=row["patient_id"],
@@ -281,12 +333,28 @@ class Index:
                 referring_physician=row["referring_physician"],
                 study_id=row["study_id"],
                 modalities=tuple(modalities.get(row["id"], ())),
-                series_count=row["n_series"],
-                instance_count=row["n_instances"],
+                series_count=counts.get(row["id"], (0, 0))[0],
+                instance_count=counts.get(row["id"], (0, 0))[1],
                 county=row["county"],
             )
             for row in rows
         ]
+
+    @staticmethod
+    def _study_counts(conn: Connection, study_pks: Sequence[int]) -> dict[int, tuple[int, int]]:
+        if not study_pks:
+            return {}
+        stmt = (
+            select(
+                _series.c.study_pk,
+                func.count(func.distinct(_series.c.id)),
+                func.count(_instances.c.id),
+            )
+            .select_from(_series.outerjoin(_instances, _instances.c.series_pk == _series.c.id))
+            .where(_series.c.study_pk.in_(study_pks))
+            .group_by(_series.c.study_pk)
+        )
+        return {pk: (n_series, n_instances) for pk, n_series, n_instances in conn.execute(stmt)}
 
     @staticmethod
     def _modalities(conn: Connection, study_pks: Sequence[int]) -> dict[int, list[str]]:
@@ -305,13 +373,8 @@ class Index:
         return result
 
     def find_series(self, query: StudyQuery) -> list[SeriesSummary]:
-        instance_count = (
-            select(func.count())
-            .select_from(_instances)
-            .where(_instances.c.series_pk == _series.c.id)
-            .scalar_subquery()
-        )
         stmt = select(
+            _series.c.id,
             _series.c.series_uid,
             _series.c.modality,
             _series.c.series_number,
@@ -320,28 +383,25 @@ class Index:
             _series.c.county,
             _studies.c.study_uid,
             _patients.c.patient_id,
-            instance_count.label("n_instances"),
         ).select_from(
             _series.join(_studies, _series.c.study_pk == _studies.c.id).join(
                 _patients, _studies.c.patient_pk == _patients.c.id
             )
         )
-        stmt = _apply_study_filters(stmt, query)
-        if query.modality:
-            stmt = stmt.where(_series.c.modality == query.modality)
-        if query.series_uids:
-            stmt = stmt.where(_series.c.series_uid.in_(query.series_uids))
-        if query.sop_uids:
-            stmt = stmt.where(
-                exists().where(
-                    (_instances.c.series_pk == _series.c.id)
-                    & _instances.c.sop_uid.in_(query.sop_uids)
-                )
-            )
+        stmt = _apply_lower_filters(_apply_study_filters(stmt, query), query, "series")
         stmt = stmt.order_by(_studies.c.study_uid, _series.c.series_number, _series.c.id)
         stmt = stmt.limit(query.limit).offset(query.offset)
         with self._read() as conn:
             rows = conn.execute(stmt).mappings().all()
+            pks = [row["id"] for row in rows]
+            counts: dict[int, int] = {}
+            if pks:
+                count_stmt = (
+                    select(_instances.c.series_pk, func.count())
+                    .where(_instances.c.series_pk.in_(pks))
+                    .group_by(_instances.c.series_pk)
+                )
+                counts = {pk: n for pk, n in conn.execute(count_stmt)}
         return [
             SeriesSummary(
                 patient_id=row["patient_id"],
@@ -352,7 +412,7 @@ class Index:
                 series_number=row["series_number"],
                 description=row["description"],
                 body_part=row["body_part"],
-                instance_count=row["n_instances"],
+                instance_count=counts.get(row["id"], 0),
             )
             for row in rows
         ]
@@ -368,13 +428,7 @@ class Index:
             .join(_studies, _series.c.study_pk == _studies.c.id)
             .join(_patients, _studies.c.patient_pk == _patients.c.id)
         )
-        stmt = _apply_study_filters(stmt, query)
-        if query.modality:
-            stmt = stmt.where(_series.c.modality == query.modality)
-        if query.series_uids:
-            stmt = stmt.where(_series.c.series_uid.in_(query.series_uids))
-        if query.sop_uids:
-            stmt = stmt.where(_instances.c.sop_uid.in_(query.sop_uids))
+        stmt = _apply_lower_filters(_apply_study_filters(stmt, query), query, "instance")
         stmt = stmt.order_by(
             _studies.c.study_uid,
             _series.c.series_uid,
@@ -1031,52 +1085,222 @@ def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bo
     return conn.execute(stmt.returning(key)).first() is not None
 
 
-def _apply_study_filters(stmt: Any, query: StudyQuery) -> Any:
-    """Apply patient- and study-level keys; typed loosely as the select has many shapes."""
-    if query.patient_id:
-        if "*" in query.patient_id or "?" in query.patient_id:
-            stmt = stmt.where(
-                _patients.c.patient_id.like(wildcard_to_like(query.patient_id), escape="\\")
-            )
+_NAME_SEPARATORS = " ^=-,"
+"""What separates the words of a person name for fuzzy matching: the PN component and group
+delimiters, and spaces and hyphens inside components."""
+
+_FOLDED_EXTRA = {"ø": "o", "Ø": "o", "đ": "d", "Đ": "d", "ł": "l", "Ł": "l", "ß": "s"}
+
+
+def _fold(char: str) -> str:
+    """A letter without case or accents: `Å`→`a`, `é`→`e`, `ø`→`o` (`æ` stays `æ`)."""
+    if char in _FOLDED_EXTRA:
+        return _FOLDED_EXTRA[char]
+    base = unicodedata.normalize("NFKD", char)[:1] or char
+    return base.casefold()
+
+
+def _variants_table() -> dict[str, str]:
+    """For each folded letter, every Latin-1 and Latin Extended-A letter that folds to it."""
+    table: dict[str, set[str]] = {}
+    for code in list(range(0x41, 0x5B)) + list(range(0x61, 0x7B)) + list(range(0xC0, 0x180)):
+        char = chr(code)
+        if char.isalpha():
+            table.setdefault(_fold(char), set()).add(char)
+    return {key: "".join(sorted(chars)) for key, chars in table.items()}
+
+
+_VARIANTS = _variants_table()
+
+
+def _char_class(chars: str) -> str:
+    unique = "".join(sorted(set(chars)))
+    if len(unique) == 1:
+        return re.escape(unique)
+    return "[" + "".join("\\" + c if c in "\\]^-[" else c for c in unique) + "]"
+
+
+def _regex_body(pattern: str, letter: Callable[[str], str]) -> str:
+    """A DICOM wildcard pattern as a regular expression body, each letter through `letter`."""
+    parts: list[str] = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "?":
+            parts.append(".")
+        elif char.isalpha():
+            parts.append(letter(char))
         else:
-            stmt = stmt.where(_patients.c.patient_id == query.patient_id)
-    if query.patient_name:
-        stmt = stmt.where(
-            _patients.c.name_key.like(wildcard_to_like(name_key(query.patient_name)), escape="\\")
+            parts.append(re.escape(char))
+    return "".join(parts)
+
+
+def _any_case(char: str) -> str:
+    return _char_class(char + char.lower() + char.upper())
+
+
+def _any_accent(char: str) -> str:
+    folded = _fold(char)
+    return _char_class(_VARIANTS.get(folded, folded) + char.lower() + char.upper())
+
+
+def person_name_regex(pattern: str, fuzzy: bool) -> str:
+    """The regular expression (valid in PostgreSQL and Python) a person name must match.
+
+    Plain: the whole name matches the wildcard pattern, ignoring case (`æ` matches `Æ`).
+    Fuzzy: every word of the pattern (split at spaces and `^`) must begin some word of the name,
+    ignoring case and accents (`soren` matches `Søren`, `ake` matches `Åke`; `æ` is a letter of
+    its own and does not match `ae`).
+    """
+    if not fuzzy:
+        return "^" + _regex_body(pattern, _any_case) + "$"
+    separators = _char_class(_NAME_SEPARATORS)
+    words = [w for w in re.split(r"[ ^=,]+", pattern) if w.strip("*")]
+    if not words:
+        return ""
+    return "".join(
+        f"(?=(^|.*{separators}){_regex_body(word.strip('*'), _any_accent)})" for word in words
+    )
+
+
+def _text_match(column: Any, pattern: str) -> Any:
+    """Case-sensitive single value or wildcard match of a text attribute (PS3.4 C.2.2.2)."""
+    if "*" in pattern or "?" in pattern:
+        return column.like(wildcard_to_like(pattern), escape="\\") & column.regexp_match(
+            "^" + _regex_body(pattern, re.escape) + "$"
         )
-    if query.birth_date:
-        stmt = stmt.where(_patients.c.birth_date == query.birth_date)
-    if query.study_date_from:
-        stmt = stmt.where(
-            (_studies.c.study_date >= query.study_date_from) & (_studies.c.study_date != "")
-        )
-    if query.study_date_to:
-        stmt = stmt.where(
-            (_studies.c.study_date <= query.study_date_to) & (_studies.c.study_date != "")
-        )
-    if query.accession_number:
-        stmt = stmt.where(
-            _studies.c.accession_number.like(wildcard_to_like(query.accession_number), escape="\\")
-        )
-    if query.study_uids:
-        stmt = stmt.where(_studies.c.study_uid.in_(query.study_uids))
+    return column == pattern
+
+
+def _range(column: Any, low: str | None, high: str | None) -> Any:
+    condition = column != ""
+    if low:
+        condition = condition & (column >= low)
+    if high:
+        condition = condition & (column <= high)
+    return condition
+
+
+def _padded_time(column: Any) -> Any:
+    """A stored TM (`HH`, `HHMM`, `HHMMSS[.F…]`) widened to `HHMMSS…` so ranges compare as text."""
+    return case(
+        (func.length(column) < 6, column + func.substr("000000", 1, 6 - func.length(column))),
+        else_=column,
+    )
+
+
+def _apply_scope(stmt: Any, query: StudyQuery) -> Any:
+    """The principal's county plus the patients they hold break-the-glass grants for."""
     if query.county and query.granted_patient_ids:
-        stmt = stmt.where(
+        return stmt.where(
             (_studies.c.county == query.county)
             | _patients.c.patient_id.in_(query.granted_patient_ids)
         )
-    elif query.county:
-        stmt = stmt.where(_studies.c.county == query.county)
+    if query.county:
+        return stmt.where(_studies.c.county == query.county)
     return stmt
 
 
-def _series_match(query: StudyQuery) -> Any:
-    condition = _series.c.study_pk == _studies.c.id
+def _apply_study_filters(stmt: Any, query: StudyQuery) -> Any:
+    """Apply patient- and study-level keys; typed loosely as the select has many shapes."""
+    if query.patient_id:
+        stmt = stmt.where(_text_match(_patients.c.patient_id, query.patient_id))
+    if query.patient_name:
+        regex = person_name_regex(query.patient_name, query.fuzzy_names)
+        if not query.fuzzy_names:
+            # LIKE on the case-folded key narrows cheaply; the expression decides.
+            like = wildcard_to_like(name_key(query.patient_name))
+            stmt = stmt.where(_patients.c.name_key.like(like, escape="\\"))
+        if regex:
+            stmt = stmt.where(_patients.c.name.regexp_match(regex))
+    if query.birth_date:
+        stmt = stmt.where(_patients.c.birth_date == query.birth_date)
+    if query.birth_date_from or query.birth_date_to:
+        stmt = stmt.where(
+            _range(_patients.c.birth_date, query.birth_date_from, query.birth_date_to)
+        )
+    if query.patient_sex:
+        stmt = stmt.where(_text_match(_patients.c.sex, query.patient_sex))
+    if query.study_date_from or query.study_date_to:
+        stmt = stmt.where(_range(_studies.c.study_date, query.study_date_from, query.study_date_to))
+    if query.study_time_from or query.study_time_to:
+        padded = _padded_time(_studies.c.study_time)
+        stmt = stmt.where(
+            (_studies.c.study_time != "")
+            & _range(padded, query.study_time_from, query.study_time_to)
+        )
+    if query.accession_number:
+        stmt = stmt.where(_text_match(_studies.c.accession_number, query.accession_number))
+    if query.study_id:
+        stmt = stmt.where(_text_match(_studies.c.study_id, query.study_id))
+    if query.study_description:
+        stmt = stmt.where(_text_match(_studies.c.description, query.study_description))
+    if query.referring_physician:
+        regex = person_name_regex(query.referring_physician, query.fuzzy_names)
+        if regex:
+            stmt = stmt.where(_studies.c.referring_physician.regexp_match(regex))
+    if query.study_uids:
+        stmt = stmt.where(_studies.c.study_uid.in_(query.study_uids))
+    return _apply_scope(stmt, query)
+
+
+def _modality_values(query: StudyQuery) -> tuple[str, ...]:
+    return (query.modality, *query.modalities) if query.modality else query.modalities
+
+
+def _apply_lower_filters(stmt: Any, query: StudyQuery, level: str) -> Any:
+    """Series- and instance-level keys: on the row itself at its own level, or as "has a
+    matching series/instance" above it (ModalitiesInStudy: any series of the study)."""
+    modalities = _modality_values(query)
+    series_keys = bool(modalities or query.series_uids or query.series_number is not None)
+    instance_keys = bool(
+        query.sop_uids or query.sop_class_uids or query.instance_number is not None
+    )
+    if level == "study" or level == "patient":
+        if series_keys or instance_keys:
+            stmt = stmt.where(exists().where(_series_match(query)))
+        return stmt
+    stmt = stmt.where(_series_conditions(query))
+    if level == "series":
+        if instance_keys:
+            stmt = stmt.where(
+                exists().where(
+                    (_instances.c.series_pk == _series.c.id) & _instance_conditions(query)
+                )
+            )
+        return stmt
+    return stmt.where(_instance_conditions(query))
+
+
+def _series_conditions(query: StudyQuery) -> Any:
+    condition: Any = true()
+    modalities = _modality_values(query)
+    if modalities:
+        condition = condition & _series.c.modality.in_(modalities)
     if query.series_uids:
         condition = condition & _series.c.series_uid.in_(query.series_uids)
+    if query.series_number is not None:
+        condition = condition & (_series.c.series_number == query.series_number)
+    return condition
+
+
+def _instance_conditions(query: StudyQuery) -> Any:
+    condition: Any = true()
     if query.sop_uids:
+        condition = condition & _instances.c.sop_uid.in_(query.sop_uids)
+    if query.sop_class_uids:
+        condition = condition & _instances.c.sop_class_uid.in_(query.sop_class_uids)
+    if query.instance_number is not None:
+        condition = condition & (_instances.c.instance_number == query.instance_number)
+    return condition
+
+
+def _series_match(query: StudyQuery) -> Any:
+    """A series of the outer query's study that has the series and instance keys asked for."""
+    condition = (_series.c.study_pk == _studies.c.id) & _series_conditions(query)
+    if query.sop_uids or query.sop_class_uids or query.instance_number is not None:
         condition = condition & exists().where(
-            (_instances.c.series_pk == _series.c.id) & _instances.c.sop_uid.in_(query.sop_uids)
+            (_instances.c.series_pk == _series.c.id) & _instance_conditions(query)
         )
     return condition
 

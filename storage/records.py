@@ -152,6 +152,26 @@ class SeriesSummary:
 
 
 @dataclass(frozen=True)
+class PatientSummary:
+    """A patient as a patient-level query answers it; counts are of what the query may see."""
+
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    id_valid: bool
+    study_count: int
+    series_count: int
+    instance_count: int
+    counties: tuple[str, ...]
+
+    @property
+    def county(self) -> str:
+        """The first county holding this patient's studies (for audit details)."""
+        return self.counties[0] if self.counties else ""
+
+
+@dataclass(frozen=True)
 class StudyQuery:
     """Matching keys for study-, series- and instance-level searches; None means universal match.
 
@@ -168,6 +188,23 @@ class StudyQuery:
     study_uids: tuple[str, ...] = ()
     series_uids: tuple[str, ...] = ()
     sop_uids: tuple[str, ...] = ()
+    patient_sex: str | None = None
+    birth_date_from: str | None = None
+    birth_date_to: str | None = None
+    """Birth date range bounds (`birth_date` stays the exact single-value match)."""
+    study_time_from: str | None = None
+    study_time_to: str | None = None
+    """TM bounds normalised by `arkiv.query_keys` (`HHMMSS[.FFFFFF]`, inclusive)."""
+    study_id: str | None = None
+    referring_physician: str | None = None
+    study_description: str | None = None
+    modalities: tuple[str, ...] = ()
+    """ModalitiesInStudy or Modality as a list: any of these (exact, case-sensitive)."""
+    series_number: int | None = None
+    instance_number: int | None = None
+    sop_class_uids: tuple[str, ...] = ()
+    fuzzy_names: bool = False
+    """Person names match word-prefix-wise, case- and accent-insensitively (QIDO fuzzymatching)."""
     county: str | None = None
     """Only studies this county owns (a clinician's own county) …"""
     granted_patient_ids: tuple[str, ...] = ()

@@ -391,6 +391,139 @@ def test_wrong_search_values_are_refused(corpus: Corpus, params: dict[str, str])
     assert_reason(response, 400)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("odeg", {"åse-2023", "åse-2024"}),  # ø matches o, any case
+        ("ASE", {"åse-2023", "åse-2024"}),  # a later word, å matches a
+        ("bjorn", {"bjørn", "eli"}),  # Bjørn and the start of Bjørnstad
+        ("kasa", {"bjørn"}),  # Kåsa, not Kaasa
+        ("kari nord", {"kari"}),  # every word must begin a word of the name
+        ("dega", set()),  # prefixes of words, not any substring
+    ],
+)
+def test_fuzzy_matching_of_person_names(corpus: Corpus, pattern: str, expected: set[str]) -> None:
+    fuzzy = corpus.clinician.get(
+        "/dicom-web/studies", params={"PatientName": pattern, "fuzzymatching": "true"}
+    )
+    assert corpus.keys(fuzzy) == expected
+    if pattern == "odeg":
+        strict = corpus.clinician.get(
+            "/dicom-web/studies", params={"PatientName": pattern, "fuzzymatching": "false"}
+        )
+        assert corpus.keys(strict) == set()
+
+
+def test_values_made_to_break_sql_match_nothing(corpus: Corpus) -> None:
+    for params in (
+        {"PatientName": "%' OR 1=1 --"},
+        {"PatientID": "' OR ''='"},
+        {"AccessionNumber": "ACC1001' --"},
+        {"StudyDescription": "x'); DROP TABLE studies; --"},
+    ):
+        assert corpus.keys(corpus.clinician.get("/dicom-web/studies", params=params)) == set()
+    assert len(corpus.keys(corpus.clinician.get("/dicom-web/studies"))) == len(VESTFOLD)
+
+
+def test_limit_and_offset_edges(corpus: Corpus) -> None:
+    def count(**params: Any) -> int:
+        response = corpus.clinician.get("/dicom-web/studies", params=params)
+        assert response.status_code == 200, response.text
+        return len(response.json())
+
+    assert count(limit=1) == 1
+    assert count(limit=1000) == len(VESTFOLD)
+    assert count(limit=2, offset=len(VESTFOLD) - 1) == 1
+    assert count(offset=len(VESTFOLD)) == 0
+    assert count(offset=10_000_000) == 0
+    huge = corpus.clinician.get("/dicom-web/studies", params={"limit": 1_000_000_000})
+    assert_reason(huge, 400)
+    assert "1000" in huge.json()["reason"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"foo": "bar"},
+        {"PatientNam": "x"},
+        {"fuzzymatching": "maybe"},
+        {"includefield": "NotAnAttribute"},
+        {"StudyTime": "25"},
+        {"PatientBirthDate": "1961041"},
+    ],
+    ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()),
+)
+def test_unknown_parameters_are_refused(corpus: Corpus, params: dict[str, str]) -> None:
+    assert_reason(corpus.clinician.get("/dicom-web/studies", params=params), 400)
+
+
+def test_answers_carry_what_ohif_reads(corpus: Corpus) -> None:
+    study = corpus.studies["åse-2023"]
+    [study_item] = corpus.clinician.get(
+        "/dicom-web/studies", params={"StudyInstanceUID": study.study_uid}
+    ).json()
+    for tag in [
+        "00080020",
+        "00080030",
+        "00080050",
+        "00080061",
+        "00080090",
+        "00081030",
+        "00100010",
+        "00100020",
+        "00100030",
+        "00100040",
+        "0020000D",
+        "00200010",
+        "00201206",
+        "00201208",
+    ]:
+        assert tag in study_item, tag
+    series, _ = study.first()
+    [series_item, _] = corpus.clinician.get(f"/dicom-web/studies/{study.study_uid}/series").json()
+    for tag in ["00080060", "0008103E", "0020000E", "00200011", "00201209"]:
+        assert tag in series_item, tag
+    instances = corpus.clinician.get(
+        f"/dicom-web/studies/{study.study_uid}/series/{series.series_uid}/instances"
+    ).json()
+    for tag in ["00080016", "00080018", "00200013", "00280010", "00280011", "00280008"]:
+        assert all(tag in item for item in instances), tag
+    assert instances[0]["00280010"]["Value"] == [64]
+
+
+def test_includefield_adds_stored_attributes_to_instances(corpus: Corpus) -> None:
+    study = corpus.studies["åse-2023"]
+    series, _ = study.first()
+    path = f"/dicom-web/studies/{study.study_uid}/series/{series.series_uid}/instances"
+    plain = corpus.clinician.get(path).json()
+    assert "00100010" not in plain[0] and "00081030" not in plain[0]
+    named = corpus.clinician.get(
+        f"{path}?includefield=PatientName,00081030&includefield=StudyDate"
+    ).json()
+    assert named[0]["00100010"]["Value"] == [{"Alphabetic": "Ødegård^Åse"}]
+    assert named[0]["00081030"]["Value"] == ["Bitewing"]
+    assert named[0]["00080020"]["Value"] == ["20230105"]
+    assert "00100030" not in named[0]
+    everything = corpus.clinician.get(path, params={"includefield": "all"}).json()
+    assert everything[0]["00100030"]["vr"] == "DA"
+    assert everything[0]["00080060"]["Value"] == ["IO"]
+    assert "7FE00010" not in everything[0]  # no bulk data in a search answer
+
+
+def test_client_library_fuzzy_search_with_fields(corpus: Corpus, dicomweb: DICOMwebClient) -> None:
+    found = dicomweb.search_for_studies(
+        search_filters={"PatientName": "odeg"}, fuzzymatching=True, fields=["StudyDescription"]
+    )
+    assert {item["0020000D"]["Value"][0] for item in found} == {
+        corpus.studies["åse-2023"].study_uid,
+        corpus.studies["åse-2024"].study_uid,
+    }
+    instances = dicomweb.search_for_instances(
+        study_instance_uid=corpus.studies["kari"].study_uid, fields=["all"], limit=5, offset=0
+    )
+    assert [Dataset.from_json(i).PatientName for i in instances] == ["Nordmann^Kari"]
+
+
 # -- QIDO-RS: what an answer looks like ------------------------------------------------------------
 
 

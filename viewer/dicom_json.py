@@ -87,3 +87,24 @@ def metadata_json(instance: StoredInstance, base_url: str, stored: JsonObject) -
         if isinstance(uri, str) and not uri.startswith("http"):
             value["BulkDataURI"] = f"{url}/{uri}"
     return stored
+
+
+_BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
+
+def include_stored(
+    item: JsonObject, stored: JsonObject, fields: tuple[str, ...], include_all: bool
+) -> JsonObject:
+    """An instance answer widened by QIDO-RS `includefield`: the named attributes (tags as in
+    DICOM JSON), or with `all` every stored one, from the instance's stored metadata. Bulk data
+    is left out: a search answer is no place for pixel data."""
+    wanted = set(fields)
+    for tag, attribute in stored.items():
+        if tag in item or not (include_all or tag in wanted):
+            continue
+        if not isinstance(attribute, dict) or attribute.get("vr") in _BULK_VRS:
+            continue
+        if "BulkDataURI" in attribute or "InlineBinary" in attribute:
+            continue
+        item[tag] = attribute
+    return item

@@ -1,101 +1,93 @@
 """QIDO-RS query parameters (PS3.18 8.3.4) turned into the index's StudyQuery.
 
-Keys may be given by keyword or by tag. A matching key the archive cannot apply is refused with
-400 rather than ignored, since ignoring it would answer with results the client did not ask for.
+Matching keys (by keyword or tag) follow the rules of `arkiv.query_keys`, shared with C-FIND, so
+a web viewer and a workstation asking the same question get the same answer. UID lists may be
+comma- or backslash-separated. A parameter that is no attribute, or an attribute the archive
+cannot match on, is refused with 400 rather than ignored, since ignoring it would answer with
+results the client did not ask for.
+
+Control parameters:
+- `limit` (1 to 1000, default 100) and `offset` (0 to 10,000,000): a limit beyond 1000 is
+  refused with 400 and a reason saying the largest allowed, not silently clamped, so a client
+  paging with a large limit learns at once that it must page rather than believe it has all;
+- `fuzzymatching=true|false`: with true, person names (PatientName, ReferringPhysicianName)
+  match word-prefix-wise, ignoring case and accents (see `storage.index.person_name_regex`);
+- `includefield`: keywords or tags, repeated or comma-separated, or `all`; the answer then also
+  carries those attributes (for instances, from the stored metadata; `all` adds every stored
+  attribute but bulk data).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from arkiv.dicom_object import is_valid_uid
 from arkiv.errors import InvalidQuery
+from arkiv.query_keys import apply_key, keyword, tag_of
 from storage.records import StudyQuery
 
 MAX_LIMIT = 1000
+MAX_OFFSET = 10_000_000
 DEFAULT_LIMIT = 100
 
-_KEYS = {
-    "00100020": "PatientID",
-    "00100010": "PatientName",
-    "00100030": "PatientBirthDate",
-    "00080020": "StudyDate",
-    "00080050": "AccessionNumber",
-    "00080060": "Modality",
-    "00080061": "ModalitiesInStudy",
-    "0020000D": "StudyInstanceUID",
-    "0020000E": "SeriesInstanceUID",
-    "00080018": "SOPInstanceUID",
-}
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
-_DATE = re.compile(r"^\d{8}$")
+_UID_KEYS = {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"}
 
 
-def _date(value: str, key: str) -> str:
-    if not _DATE.match(value):
-        raise InvalidQuery(f"{key} must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD, not {value!r}")
-    return value
+@dataclass(frozen=True)
+class QidoSearch:
+    """A QIDO-RS request: the index query, and which extra attributes the answer carries."""
 
-
-def _uids(value: str, key: str) -> tuple[str, ...]:
-    uids = tuple(u.strip() for u in value.replace("\\", ",").split(",") if u.strip())
-    for uid in uids:
-        if not is_valid_uid(uid):
-            raise InvalidQuery(f"{key} {uid[:70]!r} is not a valid UID")
-    return uids
+    query: StudyQuery
+    include_fields: tuple[str, ...] = ()
+    """Extra attributes as DICOM JSON tags (`00081030`)."""
+    include_all: bool = False
 
 
 def _int(value: str, key: str, low: int, high: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise InvalidQuery(f"{key} must be a whole number") from None
+        raise InvalidQuery(f"{key} must be a whole number, not {value[:20]!r}") from None
     if not low <= number <= high:
-        raise InvalidQuery(f"{key} must be between {low} and {high}")
+        raise InvalidQuery(f"{key} must be between {low} and {high}, not {number}")
     return number
 
 
-def parse_query(params: Iterable[tuple[str, str]]) -> StudyQuery:
+def _flag(value: str, key: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false"):
+        raise InvalidQuery(f"{key} must be true or false, not {value[:20]!r}")
+    return lowered == "true"
+
+
+def parse_search(params: Iterable[tuple[str, str]]) -> QidoSearch:
+    """The request's parameters as a QidoSearch; InvalidQuery (400) names the first bad one."""
     query = StudyQuery(limit=DEFAULT_LIMIT)
-    for raw_key, value in params:
-        key = _KEYS.get(raw_key.upper(), raw_key)
-        if key in _CONTROL:
-            if key == "limit":
-                query = replace(query, limit=_int(value, key, 1, MAX_LIMIT))
-            elif key == "offset":
-                query = replace(query, offset=_int(value, key, 0, 10_000_000))
-            continue
-        value = value.strip()
-        if not value or value == "*":
-            continue  # universal matching
-        if key == "PatientID":
-            query = replace(query, patient_id=value)
-        elif key == "PatientName":
-            query = replace(query, patient_name=value)
-        elif key == "PatientBirthDate":
-            query = replace(query, birth_date=_date(value, key))
-        elif key == "StudyDate":
-            start, dash, end = value.partition("-")
-            if dash:
-                query = replace(
-                    query,
-                    study_date_from=_date(start, key) if start else None,
-                    study_date_to=_date(end, key) if end else None,
-                )
+    include: list[str] = []
+    include_all = False
+    for raw_key, raw_value in params:
+        control = raw_key.strip().lower()
+        if control in _CONTROL:
+            if control == "limit":
+                query = replace(query, limit=_int(raw_value, "limit", 1, MAX_LIMIT))
+            elif control == "offset":
+                query = replace(query, offset=_int(raw_value, "offset", 0, MAX_OFFSET))
+            elif control == "fuzzymatching":
+                query = replace(query, fuzzy_names=_flag(raw_value, "fuzzymatching"))
             else:
-                query = replace(query, study_date_from=_date(value, key), study_date_to=value)
-        elif key == "AccessionNumber":
-            query = replace(query, accession_number=value)
-        elif key in ("Modality", "ModalitiesInStudy"):
-            query = replace(query, modality=value.upper())
-        elif key == "StudyInstanceUID":
-            query = replace(query, study_uids=_uids(value, key))
-        elif key == "SeriesInstanceUID":
-            query = replace(query, series_uids=_uids(value, key))
-        elif key == "SOPInstanceUID":
-            query = replace(query, sop_uids=_uids(value, key))
-        else:
-            raise InvalidQuery(f"matching on {raw_key!r} is not supported")
-    return query
+                for field in raw_value.split(","):
+                    if field.strip().lower() == "all":
+                        include_all = True
+                    elif field.strip():
+                        include.append(f"{tag_of(keyword(field)):08X}")
+            continue
+        name = keyword(raw_key)
+        value = raw_value.replace(",", "\\") if name in _UID_KEYS else raw_value
+        query = apply_key(query, name, value)
+    return QidoSearch(query, tuple(dict.fromkeys(include)), include_all)
+
+
+def parse_query(params: Iterable[tuple[str, str]]) -> StudyQuery:
+    """Only the matching part of a QIDO-RS request."""
+    return parse_search(params).query

@@ -2,9 +2,12 @@
 
 Parameters are turned into the index's query in `viewer.qido`; the search itself goes through
 `arkiv.access`, which limits it to what the principal may see and audits it before answering.
+The nested routes add the path's UIDs as matching keys.
 """
 
 from __future__ import annotations
+
+import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -12,15 +15,15 @@ from fastapi.responses import Response
 from viewer import dicom_json
 from viewer.dependencies import ArchiveDep, PrincipalDep
 from viewer.dicomweb_http import base_url, json_response, query_text
-from viewer.qido import parse_query
+from viewer.qido import parse_search
 
 router = APIRouter(prefix="/dicom-web")
 
 
 @router.get("/studies")
 def search_studies(request: Request, archive: ArchiveDep, principal: PrincipalDep) -> Response:
-    query = parse_query(request.query_params.multi_items())
-    found = archive.access.search_studies(principal, query, query_text(request))
+    search = parse_search(request.query_params.multi_items())
+    found = archive.access.search_studies(principal, search.query, query_text(request))
     base = base_url(request)
     return json_response([dicom_json.study_json(s, base) for s in found])
 
@@ -33,7 +36,8 @@ def search_series(
     params = list(request.query_params.multi_items())
     if study_uid:
         params.append(("StudyInstanceUID", study_uid))
-    found = archive.access.search_series(principal, parse_query(params), query_text(request))
+    search = parse_search(params)
+    found = archive.access.search_series(principal, search.query, query_text(request))
     base = base_url(request)
     return json_response([dicom_json.series_json(s, base) for s in found])
 
@@ -53,6 +57,12 @@ def search_instances(
         params.append(("StudyInstanceUID", study_uid))
     if series_uid:
         params.append(("SeriesInstanceUID", series_uid))
-    found = archive.access.search_instances(principal, parse_query(params), query_text(request))
+    search = parse_search(params)
+    found = archive.access.search_instances(principal, search.query, query_text(request))
     base = base_url(request)
-    return json_response([dicom_json.instance_json(i, base) for i in found])
+    items = [dicom_json.instance_json(i, base) for i in found]
+    if search.include_fields or search.include_all:
+        for item, instance in zip(items, found, strict=True):
+            stored = json.loads(instance.metadata_json or "{}")
+            dicom_json.include_stored(item, stored, search.include_fields, search.include_all)
+    return json_response(items)
