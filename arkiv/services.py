@@ -12,6 +12,7 @@ from arkiv.audit import Actor, AuditLog, Event, EventType
 from arkiv.audit_review import AuditReviewService
 from arkiv.audit_syslog import SyslogForwarder
 from arkiv.break_glass import BreakGlassService
+from arkiv.commitment import CommitmentService
 from arkiv.config import Settings
 from arkiv.consistency import ConsistencyService
 from arkiv.ingest import IngestService
@@ -36,6 +37,7 @@ class Archive:
         self.access = AccessService(
             self.index, self.blobs, self.audit, self.break_glass, settings.audit_group_seconds
         )
+        self.commitment = CommitmentService(self.index, self.blobs, self.audit)
         self.audit_review = AuditReviewService(self.index, self.audit, settings)
         self.audit_forwarder: SyslogForwarder | None = None
         """Set in the process holding the audit duties (`arkiv.audit_duties`), for monitoring."""
