@@ -83,6 +83,14 @@ class Settings:
     web_tls_cert: str = ""
     web_tls_key: str = ""
     """PEM files: with both set the web app speaks HTTPS only and sends HSTS."""
+    ohif_dir: str = ""
+    """A built OHIF Viewer v3 (its `dist` directory, built for PUBLIC_URL `/ohif/`) that the web
+    app serves at /ohif/, same-origin, so the viewer reads DICOMweb with the signed-in session."""
+    cors_origins: tuple[str, ...] = ()
+    """Web origins (`https://viewer.example`) whose pages may call DICOMweb with the browser's
+    credentials; empty sends no CORS headers, so only same-origin pages (OHIF at /ohif/) can."""
+    stow_max_bytes: int = 2 * 1024**3
+    """The largest STOW-RS request body; beyond it the request is refused with 413."""
     break_glass_minutes: int = 240
     break_glass_reasons: dict[str, str] = field(
         default_factory=lambda: dict(DEFAULT_BREAK_GLASS_REASONS)
@@ -207,7 +215,8 @@ def _env_text(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, tuple):
-        return json.dumps([_peer_document(p) for p in value], ensure_ascii=False)
+        items = [_peer_document(v) if isinstance(v, Peer) else str(v) for v in value]
+        return json.dumps(items, ensure_ascii=False)
     return str(value)
 
 
@@ -314,6 +323,15 @@ def _from_env(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
     return values
 
 
+def _string_list(raw: Any) -> tuple[str, ...]:
+    """A TOML list, the environment's comma-separated text, or the JSON list that
+    `Settings.as_environment` writes for worker processes."""
+    if isinstance(raw, str) and raw.strip().startswith("["):
+        raw = json.loads(raw)
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
 def _coerce(values: dict[str, Any]) -> Settings:
     settings = Settings()
     by_name = {f.name: f for f in fields(Settings)}
@@ -327,6 +345,8 @@ def _coerce(values: dict[str, Any]) -> Settings:
                 changes[name] = parse_peers(raw)
             elif name == "break_glass_reasons":
                 changes[name] = parse_reasons(raw)
+            elif isinstance(default, tuple):
+                changes[name] = _string_list(raw)
             elif isinstance(default, County):
                 changes[name] = parse_county(str(raw))
             elif isinstance(default, Path):

@@ -20,6 +20,7 @@ from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -56,6 +57,8 @@ def can_transcode(source_uid: str, target_uid: str, has_pixels: bool = True) -> 
         return True
     if not (source.is_transfer_syntax and target.is_transfer_syntax):
         return False
+    if source == ExplicitVRBigEndian:
+        return False  # pydicom cannot re-encode a big endian dataset as little endian
     if target in NATIVE_TARGETS:
         return not (source.is_compressed and has_pixels) or _decodable(source)
     if target in LOSSLESS_ENCODED_TARGETS and has_pixels:
@@ -124,6 +127,8 @@ def _name(syntax: UID) -> str:
 def _why_not(source: UID, target: UID, has_pixels: bool) -> str:
     if not source.is_transfer_syntax or not target.is_transfer_syntax:
         return "not a transfer syntax the archive knows"
+    if source == ExplicitVRBigEndian:
+        return "objects stored in the retired big endian syntax are served only as stored"
     if target not in NATIVE_TARGETS | LOSSLESS_ENCODED_TARGETS:
         return "the archive only produces native or lossless compressed copies"
     if target in LOSSLESS_ENCODED_TARGETS and not has_pixels:

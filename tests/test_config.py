@@ -76,12 +76,25 @@ def test_peers_and_reasons_survive_the_environment(monkeypatch: pytest.MonkeyPat
     settings = Settings(
         peers=(Peer("SENSOR1", County.BUSKERUD, "127.0.0.2", 104, frozenset({"store"})),),
         break_glass_reasons={"akutt": "Akutt behandling – æøå"},
+        cors_origins=("https://viewer.example", "https://ohif.example:8443"),
     )
     for key, value in settings.as_environment().items():
         monkeypatch.setenv(key, value)
     again = load_settings()
     assert again.peers == settings.peers
     assert again.break_glass_reasons == settings.break_glass_reasons
+    assert again.cors_origins == settings.cors_origins
+
+
+def test_cors_origins_from_toml_or_comma_separated_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "arkiv.toml"
+    path.write_text('[arkiv]\ncors_origins = ["https://viewer.example"]\n')
+    assert load_settings(path).cors_origins == ("https://viewer.example",)
+    monkeypatch.setenv("ARKIV_CORS_ORIGINS", "https://a.example, https://b.example")
+    assert load_settings().cors_origins == ("https://a.example", "https://b.example")
+    assert Settings().cors_origins == ()
 
 
 @pytest.mark.parametrize(

@@ -226,10 +226,10 @@ def multipart_parts(response: httpx.Response) -> list[bytes]:
 
 
 def retrieve(client: httpx.Client, study: str, series: str, sop: str) -> bytes:
-    """WADO-RS retrieve of one instance: the one application/dicom part."""
+    """WADO-RS retrieve of one instance as stored (`transfer-syntax=*`): the one part."""
     response = client.get(
         f"/dicom-web/studies/{study}/series/{series}/instances/{sop}",
-        headers={"Accept": 'multipart/related; type="application/dicom"'},
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
     )
     assert response.status_code == 200, response.text
     parts = multipart_parts(response)

@@ -115,6 +115,18 @@ def test_an_object_without_pixels_is_not_compressed() -> None:
     assert dcmread(BytesIO(transcode(encode(ds), ImplicitVRLittleEndian))).PatientID
 
 
+def test_a_big_endian_object_is_served_only_as_stored() -> None:
+    ds = make_dataset(Spec())
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    buffer = BytesIO()
+    ds.save_as(buffer, implicit_vr=False, little_endian=False, enforce_file_format=True)
+    stored = buffer.getvalue()
+    assert not can_transcode(ExplicitVRBigEndian, ExplicitVRLittleEndian)
+    assert transcode(stored, ExplicitVRBigEndian) is stored
+    with pytest.raises(TranscodeError, match="big endian"):
+        transcode(stored, ExplicitVRLittleEndian)
+
+
 def test_a_damaged_object_is_refused_with_a_reason() -> None:
     with pytest.raises(TranscodeError, match="cannot be read"):
         transcode(b"not dicom at all" * 20, ImplicitVRLittleEndian)

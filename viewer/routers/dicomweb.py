@@ -1,8 +1,9 @@
-"""DICOMweb WADO-RS (PS3.18 10.4): retrieve, metadata, rendered and thumbnail.
+"""DICOMweb WADO-RS (PS3.18 10.4): retrieve, metadata, frames, bulk data, rendered and thumbnail.
 
 Every route goes through `arkiv.access`, which authorizes and writes the audit event before any
-data leaves. Retrieve sends the stored bytes as they were received, one object at a time, each
-checked against its SHA-256 first: a single damaged object is a 503, never served.
+data leaves. Retrieve sends each object checked against its SHA-256 first (a single damaged
+object is a 503, never served), in its stored transfer syntax when the client accepts that
+(`transfer-syntax=*`), else transcoded losslessly to the syntax asked for (406 when impossible).
 """
 
 from __future__ import annotations
@@ -14,47 +15,36 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydicom.uid import UID
 
+from arkiv import transcoding
 from arkiv.accounts import Principal
 from arkiv.errors import InvalidQuery
+from arkiv.frames import PIXEL_DATA, bulk_value, extract_frames, parse_frame_list
 from arkiv.rendering import OutputFormat, RenderRequest, Window
 from arkiv.services import Archive
 from storage.records import StoredInstance
 from viewer import dicom_json
+from viewer.caching import cache_headers, etag_for, not_modified
 from viewer.dependencies import ArchiveDep, PrincipalDep
-from viewer.dicomweb_http import base_url, json_response
-from viewer.multipart import multipart_stream, new_boundary
+from viewer.dicomweb_http import base_url, dicom_json_response
+from viewer.media_types import (
+    ANY_SYNTAX,
+    FRAME_MEDIA_TYPES,
+    NotAcceptable,
+    dicom_transfer_syntax,
+    frame_choice,
+)
+from viewer.multipart import multipart_stream, new_boundary, typed_multipart_stream
 
 router = APIRouter(prefix="/dicom-web")
 
 _THUMBNAIL_SIZE = 128
 _MAX_VIEWPORT = 4096
+_OCTET = "application/octet-stream"
 
 
 # -- WADO-RS retrieve ------------------------------------------------------------------------------
-
-
-def _check_accept(request: Request) -> None:
-    """We serve the stored object in its stored transfer syntax, as multipart/related DICOM."""
-    accept = request.headers.get("accept", "").strip()
-    if not accept or accept in ("*/*", "multipart/related", "multipart/*"):
-        return
-    acceptable = False
-    for item in accept.split(","):
-        media, *params = [p.strip() for p in item.split(";")]
-        options = {
-            k.strip().lower(): v.strip().strip('"')
-            for k, _, v in (p.partition("=") for p in params)
-        }
-        if media not in ("multipart/related", "*/*", "multipart/*"):
-            continue
-        if options.get("type", "application/dicom") != "application/dicom":
-            continue
-        acceptable = True
-    if not acceptable:
-        raise InvalidQuery(
-            'only multipart/related; type="application/dicom" is served for retrieve'
-        )
 
 
 def _retrieve(
@@ -65,27 +55,48 @@ def _retrieve(
     series_uid: str | None,
     sop_uid: str | None,
 ) -> Response:
-    _check_accept(request)
+    syntax = dicom_transfer_syntax(request.headers.get("accept", ""))
     found = archive.access.instances_for_read(
         principal, "retrieve", study_uid, series_uid, sop_uid, transfer=True
     )
-    first = archive.access.read_bytes(principal, found[0])  # a bad object fails before any byte
+    for inst in found:  # refuse before the first byte rather than break off a study midway
+        if syntax != ANY_SYNTAX and not transcoding.can_transcode(
+            inst.transfer_syntax_uid, syntax, has_pixels=bool(inst.rows)
+        ):
+            raise NotAcceptable(
+                f"instance {inst.sop_uid} is stored as {inst.transfer_syntax_uid} and cannot be "
+                f"sent as {syntax}; ask with transfer-syntax=* for it as stored"
+            )
+    first = _in_syntax(archive.access.read_bytes(principal, found[0]), syntax)
     boundary = new_boundary()
-    parts = [_verified_part(archive, principal, inst) for inst in found[1:]]
+    parts = [_verified_part(archive, principal, inst, syntax) for inst in found[1:]]
+    part_type = "application/dicom"
+    if syntax != ANY_SYNTAX:
+        part_type = f"application/dicom; transfer-syntax={syntax}"
     return StreamingResponse(
-        multipart_stream([lambda: iter((first,)), *parts], "application/dicom", boundary),
+        multipart_stream([lambda: iter((first,)), *parts], part_type, boundary),
         media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
     )
 
 
+def _in_syntax(data: bytes, syntax: str) -> bytes:
+    """The stored bytes, or a lossless copy in `syntax` (the bytes unchanged when already in it)."""
+    if syntax == ANY_SYNTAX:
+        return data
+    try:
+        return transcoding.transcode(data, syntax)
+    except transcoding.TranscodeError as exc:
+        raise NotAcceptable(str(exc)) from exc
+
+
 def _verified_part(
-    archive: Archive, principal: Principal, inst: StoredInstance
+    archive: Archive, principal: Principal, inst: StoredInstance, syntax: str
 ) -> Callable[[], Iterator[bytes]]:
     """One object at a time, each checked against its SHA-256 before any of it is sent; a
     mismatch later in a study ends the response before its closing boundary."""
 
     def chunks() -> Iterator[bytes]:
-        yield archive.access.read_bytes(principal, inst)
+        yield _in_syntax(archive.access.read_bytes(principal, inst), syntax)
 
     return chunks
 
@@ -131,11 +142,26 @@ def _metadata(
     series_uid: str | None,
     sop_uid: str | None,
 ) -> Response:
+    """The full stored DICOM JSON of each instance, BulkDataURIs made absolute."""
     found = archive.access.instances_for_read(principal, "metadata", study_uid, series_uid, sop_uid)
     base = base_url(request)
-    return json_response(
-        [dicom_json.metadata_json(i, base, json.loads(i.metadata_json)) for i in found]
-    )
+    etag = etag_for(found, "metadata", base)
+    unchanged = not_modified(request, etag)
+    if unchanged is not None:
+        return unchanged
+    payload = [_with_pixel_reference(i, base) for i in found]
+    return dicom_json_response(request, payload, cache_headers(etag))
+
+
+def _with_pixel_reference(inst: StoredInstance, base: str) -> dict[str, object]:
+    """The stored metadata, plus a BulkDataURI for the pixel data (PS3.18 F.2.6): the index
+    keeps metadata without pixels, and clients that load pixels by reference need the link."""
+    stored = dicom_json.metadata_json(inst, base, json.loads(inst.metadata_json))
+    if inst.rows and f"{PIXEL_DATA:08X}" not in stored:
+        url = f"{base}/studies/{inst.study_uid}/series/{inst.series_uid}/instances/{inst.sop_uid}"
+        vr = "OB" if UID(inst.transfer_syntax_uid).is_compressed else "OW"
+        stored[f"{PIXEL_DATA:08X}"] = {"vr": vr, "BulkDataURI": f"{url}/bulkdata/{PIXEL_DATA:08X}"}
+    return stored
 
 
 @router.get("/studies/{study_uid}/metadata")
@@ -235,8 +261,12 @@ def _rendered(
     )
     found = archive.access.instances_for_read(principal, purpose, study_uid, series_uid, sop_uid)
     image = _representative(found)
+    etag = etag_for([image], purpose, render_request)
+    unchanged = not_modified(request, etag)
+    if unchanged is not None:
+        return unchanged
     body = archive.access.render(principal, image, render_request)
-    return Response(body, media_type=output.value)
+    return Response(body, media_type=output.value, headers=cache_headers(etag))
 
 
 def _representative(found: list[StoredInstance]) -> StoredInstance:
@@ -388,4 +418,176 @@ def study_thumbnail(
         None,
         accept,
         _THUMBNAIL_SIZE,
+    )
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/rendered")
+def series_rendered(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    window: RenderParams = None,
+    viewport: RenderParams = None,
+    quality: int | None = None,
+    accept: RenderParams = None,
+) -> Response:
+    """A series rendered as its representative image (the first with pixels): the archive
+    does not build multi-page images, which PS3.18 leaves to the origin server."""
+    return _rendered(
+        request,
+        archive,
+        principal,
+        "rendered",
+        study_uid,
+        series_uid,
+        None,
+        1,
+        window,
+        viewport,
+        quality,
+        accept,
+        None,
+    )
+
+
+@router.get("/studies/{study_uid}/rendered")
+def study_rendered(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    window: RenderParams = None,
+    viewport: RenderParams = None,
+    quality: int | None = None,
+    accept: RenderParams = None,
+) -> Response:
+    return _rendered(
+        request,
+        archive,
+        principal,
+        "rendered",
+        study_uid,
+        None,
+        None,
+        1,
+        window,
+        viewport,
+        quality,
+        accept,
+        None,
+    )
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/thumbnail")
+def frame_thumbnail(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame: int,
+    viewport: RenderParams = None,
+    accept: RenderParams = None,
+) -> Response:
+    if frame < 1:
+        raise InvalidQuery("frame numbers start at 1")
+    return _rendered(
+        request,
+        archive,
+        principal,
+        "thumbnail",
+        study_uid,
+        series_uid,
+        sop_uid,
+        frame,
+        None,
+        viewport,
+        None,
+        accept,
+        _THUMBNAIL_SIZE,
+    )
+
+
+# -- frames and bulk data --------------------------------------------------------------------------
+
+
+def _frames_response(
+    request: Request,
+    archive: Archive,
+    principal: Principal,
+    inst: StoredInstance,
+    numbers: list[int],
+) -> Response:
+    choice = frame_choice(request.headers.get("accept", ""), inst.transfer_syntax_uid)
+    data = archive.access.read_bytes(principal, inst)
+    frames = extract_frames(data, numbers, decode=not choice.as_stored)
+    if frames.encapsulated:
+        media = FRAME_MEDIA_TYPES.get(frames.transfer_syntax_uid, _OCTET)
+        part_type = f"{media}; transfer-syntax={frames.transfer_syntax_uid}"
+    else:
+        media = _OCTET
+        part_type = f"{_OCTET}; transfer-syntax={frames.transfer_syntax_uid}"
+    boundary = new_boundary()
+    parts = [(part_type, _chunk(frame)) for frame in frames.frames]
+    return StreamingResponse(
+        typed_multipart_stream(parts, boundary),
+        media_type=f'multipart/related; type="{media}"; boundary={boundary}',
+    )
+
+
+def _chunk(data: bytes) -> Callable[[], Iterator[bytes]]:
+    return lambda: iter((data,))
+
+
+def _one_instance(
+    archive: Archive, principal: Principal, purpose: str, study: str, series: str, sop: str
+) -> StoredInstance:
+    found = archive.access.instances_for_read(principal, purpose, study, series, sop)
+    return found[0]
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame_list}")
+def retrieve_frames(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame_list: str,
+) -> Response:
+    numbers = parse_frame_list(frame_list)
+    inst = _one_instance(archive, principal, "frames", study_uid, series_uid, sop_uid)
+    return _frames_response(request, archive, principal, inst, numbers)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/bulkdata/{tag}")
+def retrieve_bulkdata(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    tag: str,
+) -> Response:
+    """The value a BulkDataURI in the metadata points at; pixel data comes as its frames."""
+    inst = _one_instance(archive, principal, "bulkdata", study_uid, series_uid, sop_uid)
+    if tag.upper() == f"{PIXEL_DATA:08X}":
+        return _frames_response(request, archive, principal, inst, list(range(1, inst.frames + 1)))
+    accept = request.headers.get("accept", "")
+    if accept and not any(
+        kind in accept for kind in ("application/octet-stream", "*/*", "multipart/related")
+    ):
+        raise NotAcceptable(
+            "bulk data is served as multipart/related; type=application/octet-stream"
+        )
+    value = bulk_value(archive.access.read_bytes(principal, inst), tag)
+    boundary = new_boundary()
+    return StreamingResponse(
+        multipart_stream([_chunk(value)], _OCTET, boundary),
+        media_type=f'multipart/related; type="{_OCTET}"; boundary={boundary}',
     )
