@@ -246,6 +246,38 @@ class AccessService:
             raise
         return found
 
+    def instances_for_transfer(
+        self, principal: Principal, query: StudyQuery, destination: dict[str, Any], most: int
+    ) -> list[StoredInstance]:
+        """What a C-MOVE or C-GET will send, audited as a transfer to `destination` before any
+        object leaves; at most `most` + 1 rows, so the caller can refuse an oversized retrieve.
+
+        The principal's county (and grants) bound the match like any search: another county's
+        instances are simply not found. An empty match is audited too (outcome minor failure).
+        """
+        require_image_read(principal)
+        found = self._index.find_instances(self._scoped(principal, replace(query, limit=most + 1)))
+        counties = {i.county for i in found}
+        self._audit.record(
+            Event(
+                EventType.INSTANCES_TRANSFERRED,
+                "R",
+                principal.actor(),
+                outcome=Outcome.SUCCESS if found else Outcome.MINOR_FAILURE,
+                outcome_description="" if found else "nothing matched for this caller",
+                patient_ids=tuple(sorted({i.patient_id for i in found}))[:_MAX_PATIENTS_PER_EVENT],
+                study_uids=tuple(sorted({i.study_uid for i in found})),
+                object_count=len(found),
+                counties=tuple(sorted(counties)),
+                details={
+                    "purpose": "retrieve",
+                    "destination": destination,
+                    **self._reach(principal, counties),
+                },
+            )
+        )
+        return found
+
     def read_bytes(self, principal: Principal, instance: StoredInstance) -> bytes:
         """The stored object, whole, after checking it against the SHA-256 taken at ingest."""
         try:

@@ -70,13 +70,16 @@ class DicomNode:
         ae.maximum_associations = settings.max_associations
         ae.require_called_aet = True
         ae.require_calling_aet = []
-        ae.supported_contexts = [
+        contexts = [
             verification_context(),
             *storage_contexts(),
             *query_retrieve_contexts(),
             commitment_context(),
         ]
-        self._contexts = SharedContexts(ae.supported_contexts)
+        # The same objects for both: pynetdicom's `supported_contexts` setter copies only the
+        # syntaxes and drops the SCU/SCP roles the storage contexts accept for C-GET.
+        ae.supported_contexts = contexts
+        self._contexts = SharedContexts(contexts)
         install()
         self._ae = ae
         self._server: ThreadedAssociationServer | None = None
