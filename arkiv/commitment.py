@@ -12,18 +12,16 @@ The protocol (N-ACTION, N-EVENT-REPORT, associations) stays in `dicom_node.commi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from arkiv.access import AccessService, IntegrityError
 from arkiv.accounts import Principal, Role
 from arkiv.audit import AuditLog, Event, EventType, Outcome
-from arkiv.errors import Forbidden
-from storage.blobs import BlobStore
-from storage.errors import BlobNotFound, StorageError
+from arkiv.errors import ArkivError, Forbidden
 from storage.index import Index
 from storage.records import StoredInstance, StudyQuery
 
@@ -84,9 +82,9 @@ def require_commit(principal: Principal) -> None:
 
 
 class CommitmentService:
-    def __init__(self, index: Index, blobs: BlobStore, audit: AuditLog) -> None:
+    def __init__(self, index: Index, access: AccessService, audit: AuditLog) -> None:
         self._index = index
-        self._blobs = blobs
+        self._access = access
         self._audit = audit
 
     def check(
@@ -200,46 +198,17 @@ class CommitmentService:
                 "another object under this SOP Instance UID awaits review",
             )
         try:
-            data = self._blobs.read(instance.blob.key)
-        except BlobNotFound:
-            what = "stored object is missing from the blob store"
-            self._alert(principal, instance, what)
-            return FailedObject(reference, FailureReason.PROCESSING_FAILURE, what)
-        except StorageError as exc:
-            log.error("storage commitment: cannot read %s: %s", instance.sop_uid, exc)
+            # The access path's verified read: the same check, and the same Security Alert
+            # for a damaged or missing object, as any read of it would raise.
+            self._access.read_bytes(principal, instance)
+        except IntegrityError as exc:
+            return FailedObject(reference, FailureReason.PROCESSING_FAILURE, str(exc))
+        except ArkivError as exc:
+            log.error("storage commitment: cannot verify %s: %s", instance.sop_uid, exc)
             return FailedObject(
-                reference, FailureReason.PROCESSING_FAILURE, f"blob store unavailable: {exc}"
+                reference, FailureReason.PROCESSING_FAILURE, f"cannot verify now: {exc}"
             )
-        if hashlib.sha256(data).hexdigest() != instance.blob.sha256:
-            what = "stored object does not match its SHA-256"
-            self._alert(principal, instance, what)
-            return FailedObject(reference, FailureReason.PROCESSING_FAILURE, what)
         return None
-
-    def _alert(self, principal: Principal, instance: StoredInstance, what: str) -> None:
-        """A Security Alert (110113) like the one a damaged object raises on any read."""
-        log.error("integrity: %s: %s (%s)", instance.sop_uid, what, instance.blob.key)
-        try:
-            self._audit.record(
-                Event(
-                    EventType.SECURITY_ALERT,
-                    "E",
-                    principal.actor(),
-                    outcome=Outcome.SERIOUS_FAILURE,
-                    outcome_description=what,
-                    patient_ids=(instance.patient_id,),
-                    study_uids=(instance.study_uid,),
-                    object_count=1,
-                    counties=(instance.county,),
-                    details={
-                        "sop_uid": instance.sop_uid,
-                        "blob_key": instance.blob.key,
-                        "found_by": "storage commitment",
-                    },
-                )
-            )
-        except Exception:
-            log.exception("could not audit the integrity failure of %s", instance.sop_uid)
 
     def _audit_result(
         self, principal: Principal, result: CommitmentResult, counties: set[str]

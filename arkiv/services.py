@@ -37,7 +37,7 @@ class Archive:
         self.access = AccessService(
             self.index, self.blobs, self.audit, self.break_glass, settings.audit_group_seconds
         )
-        self.commitment = CommitmentService(self.index, self.blobs, self.audit)
+        self.commitment = CommitmentService(self.index, self.access, self.audit)
         self.audit_review = AuditReviewService(self.index, self.audit, settings)
         self.audit_forwarder: SyslogForwarder | None = None
         """Set in the process holding the audit duties (`arkiv.audit_duties`), for monitoring."""
