@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydicom.uid import UID
 
@@ -232,34 +233,67 @@ def _viewport(value: str | None) -> tuple[int, int] | None:
     return (sizes[0], sizes[-1])
 
 
-RenderParams = Annotated[str | None, Query()]
+RenderParam = Annotated[str | None, Query()]
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """The rendering parameters of PS3.18 8.3.5.1 as a route receives them (one dependency,
+    so every rendered and thumbnail route takes the same ones)."""
+
+    window: str | None
+    viewport: str | None
+    quality: int | None
+    accept: str | None
+
+
+def image_options(
+    window: RenderParam = None,
+    viewport: RenderParam = None,
+    quality: int | None = None,
+    accept: RenderParam = None,
+) -> ImageOptions:
+    return ImageOptions(window, viewport, quality, accept)
+
+
+ImageOptionsDep = Annotated[ImageOptions, Depends(image_options)]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a rendered or thumbnail URL names: a study, series, instance or frame."""
+
+    study_uid: str
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    frame: int = 1
 
 
 def _rendered(
     request: Request,
     archive: Archive,
     principal: Principal,
-    purpose: str,
-    study_uid: str,
-    series_uid: str | None,
-    sop_uid: str | None,
-    frame: int,
-    window: str | None,
-    viewport: str | None,
-    quality: int | None,
-    accept: str | None,
-    default_size: int | None,
+    target: Target,
+    options: ImageOptions,
+    thumbnail: bool = False,
 ) -> Response:
-    output = _output(request, accept)
+    """A rendered image or a thumbnail (no larger than 128 pixels, in the stored window)."""
+    if target.frame < 1:
+        raise InvalidQuery("frame numbers start at 1")
+    output = _output(request, options.accept)
+    quality = None if thumbnail else options.quality
     render_request = RenderRequest(
-        frame=frame,
-        window=_window(window),
-        max_size=default_size,
-        viewport=_viewport(viewport),
+        frame=target.frame,
+        window=None if thumbnail else _window(options.window),
+        max_size=_THUMBNAIL_SIZE if thumbnail else None,
+        viewport=_viewport(options.viewport),
         output=output,
         quality=quality if quality and 1 <= quality <= 100 else 90,
     )
-    found = archive.access.instances_for_read(principal, purpose, study_uid, series_uid, sop_uid)
+    purpose = "thumbnail" if thumbnail else "rendered"
+    found = archive.access.instances_for_read(
+        principal, purpose, target.study_uid, target.series_uid, target.sop_uid
+    )
     image = _representative(found)
     etag = etag_for([image], purpose, render_request)
     unchanged = not_modified(request, etag)
@@ -277,179 +311,7 @@ def _representative(found: list[StoredInstance]) -> StoredInstance:
     return found[0]
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered")
-def instance_rendered(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    window: RenderParams = None,
-    viewport: RenderParams = None,
-    quality: int | None = None,
-    accept: RenderParams = None,
-) -> Response:
-    return _rendered(
-        request,
-        archive,
-        principal,
-        "rendered",
-        study_uid,
-        series_uid,
-        sop_uid,
-        1,
-        window,
-        viewport,
-        quality,
-        accept,
-        None,
-    )
-
-
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/rendered")
-def frame_rendered(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    frame: int,
-    window: RenderParams = None,
-    viewport: RenderParams = None,
-    quality: int | None = None,
-    accept: RenderParams = None,
-) -> Response:
-    if frame < 1:
-        raise InvalidQuery("frame numbers start at 1")
-    return _rendered(
-        request,
-        archive,
-        principal,
-        "rendered",
-        study_uid,
-        series_uid,
-        sop_uid,
-        frame,
-        window,
-        viewport,
-        quality,
-        accept,
-        None,
-    )
-
-
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/thumbnail")
-def instance_thumbnail(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    viewport: RenderParams = None,
-    accept: RenderParams = None,
-) -> Response:
-    return _rendered(
-        request,
-        archive,
-        principal,
-        "thumbnail",
-        study_uid,
-        series_uid,
-        sop_uid,
-        1,
-        None,
-        viewport,
-        None,
-        accept,
-        _THUMBNAIL_SIZE,
-    )
-
-
-@router.get("/studies/{study_uid}/series/{series_uid}/thumbnail")
-def series_thumbnail(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    study_uid: str,
-    series_uid: str,
-    viewport: RenderParams = None,
-    accept: RenderParams = None,
-) -> Response:
-    return _rendered(
-        request,
-        archive,
-        principal,
-        "thumbnail",
-        study_uid,
-        series_uid,
-        None,
-        1,
-        None,
-        viewport,
-        None,
-        accept,
-        _THUMBNAIL_SIZE,
-    )
-
-
-@router.get("/studies/{study_uid}/thumbnail")
-def study_thumbnail(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    study_uid: str,
-    viewport: RenderParams = None,
-    accept: RenderParams = None,
-) -> Response:
-    return _rendered(
-        request,
-        archive,
-        principal,
-        "thumbnail",
-        study_uid,
-        None,
-        None,
-        1,
-        None,
-        viewport,
-        None,
-        accept,
-        _THUMBNAIL_SIZE,
-    )
-
-
-@router.get("/studies/{study_uid}/series/{series_uid}/rendered")
-def series_rendered(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    study_uid: str,
-    series_uid: str,
-    window: RenderParams = None,
-    viewport: RenderParams = None,
-    quality: int | None = None,
-    accept: RenderParams = None,
-) -> Response:
-    """A series rendered as its representative image (the first with pixels): the archive
-    does not build multi-page images, which PS3.18 leaves to the origin server."""
-    return _rendered(
-        request,
-        archive,
-        principal,
-        "rendered",
-        study_uid,
-        series_uid,
-        None,
-        1,
-        window,
-        viewport,
-        quality,
-        accept,
-        None,
-    )
+_INSTANCE = "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
 
 
 @router.get("/studies/{study_uid}/rendered")
@@ -457,58 +319,104 @@ def study_rendered(
     request: Request,
     archive: ArchiveDep,
     principal: PrincipalDep,
+    options: ImageOptionsDep,
     study_uid: str,
-    window: RenderParams = None,
-    viewport: RenderParams = None,
-    quality: int | None = None,
-    accept: RenderParams = None,
 ) -> Response:
-    return _rendered(
-        request,
-        archive,
-        principal,
-        "rendered",
-        study_uid,
-        None,
-        None,
-        1,
-        window,
-        viewport,
-        quality,
-        accept,
-        None,
-    )
+    return _rendered(request, archive, principal, Target(study_uid), options)
 
 
-@router.get("/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frame}/thumbnail")
-def frame_thumbnail(
+@router.get("/studies/{study_uid}/series/{series_uid}/rendered")
+def series_rendered(
     request: Request,
     archive: ArchiveDep,
     principal: PrincipalDep,
+    options: ImageOptionsDep,
+    study_uid: str,
+    series_uid: str,
+) -> Response:
+    return _rendered(request, archive, principal, Target(study_uid, series_uid), options)
+
+
+@router.get(_INSTANCE + "/rendered")
+def instance_rendered(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    options: ImageOptionsDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+) -> Response:
+    target = Target(study_uid, series_uid, sop_uid)
+    return _rendered(request, archive, principal, target, options)
+
+
+@router.get(_INSTANCE + "/frames/{frame}/rendered")
+def frame_rendered(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    options: ImageOptionsDep,
     study_uid: str,
     series_uid: str,
     sop_uid: str,
     frame: int,
-    viewport: RenderParams = None,
-    accept: RenderParams = None,
 ) -> Response:
-    if frame < 1:
-        raise InvalidQuery("frame numbers start at 1")
-    return _rendered(
-        request,
-        archive,
-        principal,
-        "thumbnail",
-        study_uid,
-        series_uid,
-        sop_uid,
-        frame,
-        None,
-        viewport,
-        None,
-        accept,
-        _THUMBNAIL_SIZE,
-    )
+    target = Target(study_uid, series_uid, sop_uid, frame)
+    return _rendered(request, archive, principal, target, options)
+
+
+@router.get("/studies/{study_uid}/thumbnail")
+def study_thumbnail(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    options: ImageOptionsDep,
+    study_uid: str,
+) -> Response:
+    return _rendered(request, archive, principal, Target(study_uid), options, thumbnail=True)
+
+
+@router.get("/studies/{study_uid}/series/{series_uid}/thumbnail")
+def series_thumbnail(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    options: ImageOptionsDep,
+    study_uid: str,
+    series_uid: str,
+) -> Response:
+    target = Target(study_uid, series_uid)
+    return _rendered(request, archive, principal, target, options, thumbnail=True)
+
+
+@router.get(_INSTANCE + "/thumbnail")
+def instance_thumbnail(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    options: ImageOptionsDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+) -> Response:
+    target = Target(study_uid, series_uid, sop_uid)
+    return _rendered(request, archive, principal, target, options, thumbnail=True)
+
+
+@router.get(_INSTANCE + "/frames/{frame}/thumbnail")
+def frame_thumbnail(
+    request: Request,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    options: ImageOptionsDep,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame: int,
+) -> Response:
+    target = Target(study_uid, series_uid, sop_uid, frame)
+    return _rendered(request, archive, principal, target, options, thumbnail=True)
 
 
 # -- frames and bulk data --------------------------------------------------------------------------
