@@ -57,5 +57,11 @@ bench-audit: $(STAMP)
 bench-chain: system-packages $(STAMP)
 	$(VENV)/bin/python -m bench.audit_chain $(ARGS)
 
+# Query and retrieve (C-FIND, QIDO-RS, WADO-RS) beside Orthanc with its DICOMweb plugin, on a
+# synthetic corpus of 100,000 small instances by default (ARGS="--instances 2000" for a quick look).
+.PHONY: bench-query
+bench-query: system-packages $(STAMP)
+	$(VENV)/bin/python -m bench.query $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
