@@ -51,6 +51,11 @@ class BlobStore(Protocol):
 
     def read(self, key: str) -> bytes: ...
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes from offset `start` (fewer at the end of the object), without reading
+        the rest: a video player seeks, and a seek must not cost the whole file."""
+        ...
+
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
@@ -141,6 +146,11 @@ class FileBlobStore:
     def read(self, key: str) -> bytes:
         with self.open(key) as handle:
             return handle.read()
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        with self.open(key) as handle:
+            handle.seek(start)
+            return handle.read(length)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -46,6 +46,7 @@ from storage.database import (
 )
 from storage.errors import IndexUnavailable
 from storage.leases import Lease, open_lease
+from storage.photo_index import PhotoIndex, add_photo, photo_by_content
 from storage.records import (
     AuditEvent,
     AuditQuery,
@@ -57,6 +58,7 @@ from storage.records import (
     NewAuditEvent,
     NewConflict,
     NewInstance,
+    NewPhoto,
     PatientSummary,
     SeriesSummary,
     StoredInstance,
@@ -87,6 +89,8 @@ _audit_counties: Table = models.AuditCounty.__table__  # type: ignore[assignment
 _checkpoints: Table = models.AuditCheckpoint.__table__  # type: ignore[assignment]
 _grants: Table = models.BreakGlassGrant.__table__  # type: ignore[assignment]
 _forward_cursors: Table = models.AuditForwardCursor.__table__  # type: ignore[assignment]
+_photos: Table = models.Photo.__table__  # type: ignore[assignment]
+_media: Table = models.MediaBlob.__table__  # type: ignore[assignment]
 
 
 _LOCK_HEAD = select(_head).where(_head.c.chain == CHAIN).with_for_update()
@@ -199,6 +203,8 @@ class Index:
         self._writers = WriterQueue(sqlite_path(url), serialise=is_sqlite(url))
         self._keys = KeyCache()
         migrate(self._engine)
+        self.photos = PhotoIndex(self._read)
+        """Clinical photos and video (`storage.photo_index`)."""
 
     def close(self) -> None:
         self._engine.dispose()
@@ -458,6 +464,10 @@ class Index:
             .scalar_subquery()
             .label("stored_bytes"),
             select(func.coalesce(func.max(_audit.c.seq), 0)).scalar_subquery().label("audit"),
+            count(_photos).label("photos"),
+            select(func.coalesce(func.sum(_media.c.size), 0))
+            .scalar_subquery()
+            .label("media_bytes"),
         )
         with self._read() as conn:
             row = conn.execute(stmt).one()
@@ -469,6 +479,8 @@ class Index:
             conflicts=int(row.conflicts),
             stored_bytes=int(row.stored_bytes),
             audit_events=int(row.audit),
+            photos=int(row.photos),
+            media_bytes=int(row.media_bytes),
         )
 
     def conflict_count(self, sop_uid: str | None = None) -> int:
@@ -483,6 +495,7 @@ class Index:
         with self._read() as conn:
             keys = set(conn.execute(select(_instances.c.blob_key)).scalars())
             keys.update(conn.execute(select(_conflicts.c.blob_key)).scalars())
+        keys.update(key for key, _sha, _county in self.photos.blob_rows())
         return keys
 
     def blob_owner(self, key: str) -> BlobOwner | None:
@@ -514,6 +527,10 @@ class Index:
                 if row is not None:
                     sop_uid, study_uid, patient_id, county = row
                     return BlobOwner(sop_uid, study_uid, patient_id or "", county)
+        photo = self.photos.blob_owner(key)
+        if photo is not None:
+            photo_id, patient_id, county = photo
+            return BlobOwner(f"photo {photo_id}", "", patient_id, county)
         return None
 
     def blob_digests(self) -> dict[str, str]:
@@ -523,6 +540,7 @@ class Index:
             for table in (_conflicts, _instances):  # an instance's digest wins over a conflict's
                 rows = conn.execute(select(table.c.blob_key, table.c.sha256))
                 digests.update({str(key): str(sha) for key, sha in rows})
+        digests.update({key: sha for key, sha, _county in self.photos.blob_rows()})
         return digests
 
     # -- audit -----------------------------------------------------------------------------------
@@ -790,6 +808,14 @@ class IndexTransaction:
                 "metadata_json": inst.metadata_json,
             },
         )
+
+    def photo_by_content(self, patient_pk: int, county: str, sha256: str) -> str | None:
+        """The photo already holding this original for this patient and county, if any."""
+        return photo_by_content(self._conn, patient_pk, county, sha256)
+
+    def add_photo(self, new: NewPhoto) -> None:
+        """Index a photo and its renditions (the same original twice fails the unique key)."""
+        add_photo(self._conn, new)
 
     def add_conflict(self, conflict: NewConflict) -> bool:
         """Keep a conflicting object; False when this very content was already kept."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -104,6 +105,58 @@ class InstanceConflict(Base):
     county: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(200))
     received_at: Mapped[str] = mapped_column(String(32))
+
+
+class Photo(Base):
+    """A clinical photo or video: what the clinic said about it, and its DICOM wrapper's UIDs.
+
+    The bytes (the GPS-free original and the renditions) are rows of `media_blobs`, so that
+    every table referring to the blob store has the same three columns (key, size, SHA-256).
+    """
+
+    __tablename__ = "photos"
+    __table_args__ = (
+        UniqueConstraint("patient_pk", "county", "original_sha256", name="uq_photo_content"),
+        Index("ix_photos_patient_taken", "patient_pk", "taken_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    photo_id: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    media_type: Mapped[str] = mapped_column(String(64))
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    county: Mapped[str] = mapped_column(String(32))
+    taken_at: Mapped[str] = mapped_column(String(32))
+    taken_at_source: Mapped[str] = mapped_column(String(8))
+    category: Mapped[str] = mapped_column(String(32))
+    teeth: Mapped[str] = mapped_column(String(400), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    original_sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[str] = mapped_column(String(32))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(64))
+    sop_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class MediaBlob(Base):
+    """One stored rendition of a photo: its original, thumbnail or web-size image (or poster)."""
+
+    __tablename__ = "media_blobs"
+    __table_args__ = (UniqueConstraint("photo_pk", "role", name="uq_media_blob_role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    photo_pk: Mapped[int] = mapped_column(ForeignKey("photos.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    blob_key: Mapped[str] = mapped_column(String(400), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    county: Mapped[str] = mapped_column(String(32))
 
 
 class AuditChainHead(Base):

@@ -90,6 +90,92 @@ class NewConflict:
 
 
 @dataclass(frozen=True)
+class PatientRecord:
+    """A patient row as the photo service needs it: who, and the key used instead of the
+    national ID in URLs."""
+
+    pk: int
+    patient_id: str
+    issuer: str
+    name: str
+    birth_date: str
+    sex: str
+    county: str
+
+
+@dataclass(frozen=True)
+class PhotoFacts:
+    """What the clinic said about a photo or video, and what was read from the file."""
+
+    photo_id: str
+    kind: str
+    """"photo" or "video"."""
+    media_type: str
+    taken_at: str
+    """ISO 8601 local time of capture."""
+    taken_at_source: str
+    """"exif", "form" or "upload": where the capture time came from."""
+    category: str
+    teeth: tuple[int, ...]
+    note: str
+    width: int
+    height: int
+    duration_seconds: float | None
+    filename: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str | None
+    """The DICOM wrapper's SOP Instance UID; None when the file could not be wrapped."""
+
+
+@dataclass(frozen=True)
+class NewPhoto:
+    """A photo to index: its facts, its stored blobs by role, and who owns and sent it."""
+
+    facts: PhotoFacts
+    patient_pk: int
+    county: str
+    blobs: dict[str, BlobRef]
+    """"original", "thumbnail" and "web" (the poster frame, for a video)."""
+    uploaded_by: str
+    source: str
+    received_at: str
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    """A stored photo or video as reads see it."""
+
+    facts: PhotoFacts
+    patient_pk: int
+    patient_id: str
+    county: str
+    blobs: dict[str, BlobRef]
+    uploaded_by: str
+    received_at: str
+
+    @property
+    def photo_id(self) -> str:
+        return self.facts.photo_id
+
+    @property
+    def original(self) -> BlobRef:
+        return self.blobs["original"]
+
+
+@dataclass(frozen=True)
+class PhotoQuery:
+    """One patient's photos, narrowed like a read: the principal's county plus granted
+    patients, optionally one category and one tooth."""
+
+    patient_pk: int
+    county: str | None = None
+    granted_patient_ids: tuple[str, ...] = ()
+    category: str | None = None
+    tooth: int | None = None
+
+
+@dataclass(frozen=True)
 class StoredInstance:
     """Where an instance's bytes are, and what the index knows of it."""
 
@@ -357,3 +443,7 @@ class IndexStatistics:
     conflicts: int
     stored_bytes: int
     audit_events: int
+    photos: int = 0
+    """Photos and videos (their DICOM wrappers are counted among the instances too)."""
+    media_bytes: int = 0
+    """Bytes of photos' and videos' originals and renditions."""

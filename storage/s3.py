@@ -429,10 +429,18 @@ class S3BlobStore:
         """A stream of the object; closing it releases the connection."""
         return self._open_version(key, None)
 
-    def _open_version(self, key: str, version_id: str | None) -> BinaryIO:
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        with self._open_version(key, None, start, length) as handle:
+            return handle.read()
+
+    def _open_version(
+        self, key: str, version_id: str | None, offset: int = 0, length: int = 0
+    ) -> BinaryIO:
         validate_key(key)
         try:
-            response = self._client.get_object(self._bucket, key, version_id=version_id)
+            response = self._client.get_object(
+                self._bucket, key, version_id=version_id, offset=offset, length=length
+            )
         except S3Error as exc:
             if exc.code in _MISSING_OBJECT:
                 raise BlobNotFound(f"blob {key} is missing from {self.describe()}") from exc

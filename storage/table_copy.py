@@ -84,6 +84,8 @@ _PLAN: tuple[tuple[str, Kind], ...] = (
     ("series", Kind.APPEND),
     ("instances", Kind.APPEND),
     ("instance_conflicts", Kind.APPEND),
+    ("photos", Kind.APPEND),
+    ("media_blobs", Kind.APPEND),
     ("users", Kind.SYNC),
     ("web_sessions", Kind.MIRROR),
     # How far the log was forwarded to syslog: the scale-out forwarder continues from there.
@@ -92,10 +94,10 @@ _PLAN: tuple[tuple[str, Kind], ...] = (
     ("audit_chain_head", Kind.SYNC),
 )
 
-_REFERENCING = ("instances", "instance_conflicts")
+_REFERENCING = ("instances", "instance_conflicts", "media_blobs")
 """The tables whose rows refer to objects in the blob store."""
 
-_OWNED = ("studies", "instance_conflicts", "users", "audit_counties")
+_OWNED = ("studies", "instance_conflicts", "photos", "users", "audit_counties")
 """The tables whose rows name the county they belong to."""
 
 
