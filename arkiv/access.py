@@ -51,6 +51,12 @@ class IntegrityError(ArchiveUnavailable):
 GROUPED_PURPOSES = frozenset({"thumbnail", "rendered", "frames"})
 
 
+def reach(principal: Principal, counties: Iterable[str]) -> dict[str, Any]:
+    """Audit details marking data of another county, reached through a grant."""
+    foreign = sorted({c for c in counties if c != principal.county.value})
+    return {"break_glass": True, "foreign_counties": foreign} if foreign else {}
+
+
 class AccessGroups:
     """Remembers which (user, series, purpose) reads were recorded in the current window."""
 
@@ -104,11 +110,7 @@ class AccessService:
             granted_patient_ids=self._break_glass.granted_patient_ids(principal),
         )
 
-    @staticmethod
-    def _reach(principal: Principal, counties: Iterable[str]) -> dict[str, Any]:
-        """Audit details marking data of another county, reached through a grant."""
-        foreign = sorted({c for c in counties if c != principal.county.value})
-        return {"break_glass": True, "foreign_counties": foreign} if foreign else {}
+    _reach = staticmethod(reach)
 
     # -- searches --------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from arkiv import photo_import
 from arkiv.accounts import SERVICE_SCOPES, Role
 from arkiv.atomic_file import write_atomically
 from arkiv.audit import Actor, Event, EventType
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--ready-fd", type=int, required=True)
 
     _user_commands(commands.add_parser("user", help="accounts"))
+    _common(photo_import.add_parser(commands))
     _audit_commands(commands.add_parser("audit", help="the audit log"))
 
     migrate = commands.add_parser(
@@ -363,6 +365,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return _audit_verify(archive, args.checkpoint or [], args.public_key)
         if args.command == "fsck":
             return _fsck(archive, args)
+        if args.command == "import-photos":
+            return photo_import.run(archive, args, _cli_actor(settings).name)
     finally:
         archive.close()
     return 2

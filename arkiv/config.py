@@ -91,6 +91,20 @@ class Settings:
     credentials; empty sends no CORS headers, so only same-origin pages (OHIF at /ohif/) can."""
     stow_max_bytes: int = 2 * 1024**3
     """The largest STOW-RS request body; beyond it the request is refused with 413."""
+    photo_max_bytes: int = 60 * 1024**2
+    """The largest photo file taken (a 48-megapixel phone HEIC or JPEG is 10–25 MB)."""
+    video_max_bytes: int = 400 * 1024**2
+    """The largest video file taken (a few minutes of 1080p from a phone)."""
+    video_max_seconds: int = 600
+    photo_max_pixels: int = 50_000_000
+    """Largest width×height of a photo, checked from its header before any decoding: below
+    Pillow's own bomb limit (89 megapixels), above the 48-megapixel phone cameras."""
+    photo_workers: int = 2
+    """Worker processes decoding uploaded photos (`arkiv.sandbox`)."""
+    photo_decode_seconds: float = 30.0
+    """A photo whose decoding takes longer is refused and its worker killed."""
+    photo_worker_memory_mb: int = 2048
+    """Address-space limit of each decoding worker (and of ffmpeg for video)."""
     break_glass_minutes: int = 240
     break_glass_reasons: dict[str, str] = field(
         default_factory=lambda: dict(DEFAULT_BREAK_GLASS_REASONS)

@@ -36,6 +36,7 @@ from storage.records import BlobOwner
 log = logging.getLogger(__name__)
 
 _DICOM_PREFIX = "dicom/"
+_MEDIA_PREFIX = "media/"
 _CHUNK = 1 << 20
 _GIVE_UP_AFTER = 5
 """Consecutive objects that cannot be read before the scrub stops: then the store, not an
@@ -247,6 +248,12 @@ class ConsistencyService:
     # -- repair ----------------------------------------------------------------------------------
 
     def _reindex(self, key: str, report: ConsistencyReport) -> None:
+        if key.startswith(_MEDIA_PREFIX):
+            report.unrepairable[key] = (
+                "a rendition of a photo upload interrupted before it was indexed (the uploader "
+                "was not told it was stored); safe to delete"
+            )
+            return
         if not key.startswith(_DICOM_PREFIX):
             report.unrepairable[key] = "not an object the ingest path wrote"
             return

@@ -57,6 +57,12 @@ class ParsedObject:
     instance: InstanceAttributes
 
 
+VIDEO_TRANSFER_SYNTAXES = frozenset(
+    f"1.2.840.10008.1.2.4.{n}" for n in (100, 101, 102, 103, 104, 105, 106, 107, 108)
+)
+"""MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265 (PS3.5 8.2.5–8.2.8): video streams, not frames."""
+
+
 def parse_part10(data: bytes, max_pixels: int) -> ParsedObject:
     """Parse and validate a Part 10 object; raise InvalidObject or UnsupportedObject otherwise."""
     try:
@@ -69,7 +75,9 @@ def parse_part10(data: bytes, max_pixels: int) -> ParsedObject:
     structure = check_part10(data, ts)
     try:
         _require_identity(ds)
-        rows, columns, frames = _check_image(ds, structure.pixel_data, max_pixels)
+        rows, columns, frames = _check_image(
+            ds, structure.pixel_data, max_pixels, video=ts in VIDEO_TRANSFER_SYNTAXES
+        )
         patient = _patient(ds)
         study = _study(ds)
         series = _series(ds)
@@ -113,7 +121,12 @@ def _require_identity(ds: Dataset) -> None:
         raise InvalidObject("PatientID is missing; an image without a patient cannot be filed")
 
 
-def _check_image(ds: Dataset, pixel: Any, max_pixels: int) -> tuple[int | None, int | None, int]:
+def _check_image(
+    ds: Dataset, pixel: Any, max_pixels: int, video: bool = False
+) -> tuple[int | None, int | None, int]:
+    """Rows, Columns and frames, checked against the pixel limit. A video stream is exempt from
+    the limit on all frames together: it is never decoded whole, and a minute of 1080p video
+    declares billions of samples; one frame must still fit."""
     rows = _int_or_none(ds.get("Rows"))
     columns = _int_or_none(ds.get("Columns"))
     frames = _int_or_none(ds.get("NumberOfFrames")) or 1
@@ -126,7 +139,7 @@ def _check_image(ds: Dataset, pixel: Any, max_pixels: int) -> tuple[int | None, 
     if bits is None or bits not in (1, 8, 16, 32, 64):
         raise InvalidObject(f"Bits Allocated {bits} is not a valid value")
     declared = rows * columns * samples * frames
-    if declared > max_pixels:
+    if (rows * columns * samples if video else declared) > max_pixels:
         raise InvalidObject(
             f"image declares {rows}×{columns}×{samples}×{frames} samples, more than the limit "
             f"of {max_pixels}"

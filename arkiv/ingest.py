@@ -25,7 +25,7 @@ from arkiv.errors import ArchiveUnavailable, AuditUnavailable
 from storage.blobs import BlobStore
 from storage.errors import StorageError
 from storage.index import Index
-from storage.records import BlobRef, NewConflict, NewInstance
+from storage.records import BlobRef, NewConflict, NewInstance, NewPhoto, PhotoFacts
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,27 @@ def blob_key(parsed: ParsedObject, sha256: str) -> str:
         f"dicom/{parsed.study.study_uid}/{parsed.series.series_uid}/"
         f"{parsed.instance.sop_uid}.{sha256[:16]}.dcm"
     )
+
+
+def media_key(photo_id: str, role: str, sha256: str, extension: str) -> str:
+    """Keys of a photo's renditions: from its generated id, the role and the content hash."""
+    return f"media/{photo_id[:2]}/{photo_id}/{role}.{sha256[:16]}.{extension}"
+
+
+@dataclass(frozen=True)
+class PhotoIngest:
+    """A photo or video checked and prepared by `arkiv.photos`, ready to be made durable."""
+
+    facts: PhotoFacts
+    patient_pk: int
+    patient_id: str
+    county: str
+    renditions: dict[str, tuple[bytes, str]]
+    """Role ("original", "thumbnail", "web") → (bytes, file extension)."""
+    dicom: bytes | None
+    """The DICOM wrapper (Part 10), indexed as an instance in the same transaction."""
+    details: dict[str, object]
+    """What the audit event records about the upload beyond the ids."""
 
 
 class IngestService:
@@ -98,6 +119,94 @@ class IngestService:
         except (StorageError, AuditUnavailable) as exc:
             raise ArchiveUnavailable(f"the object could not be indexed: {exc}") from exc
 
+    def ingest_photo(self, photo: PhotoIngest, actor: Actor) -> IngestOutcome:
+        """Make a photo's renditions and its DICOM wrapper durable, then index the photo, the
+        wrapper and the audit event in one transaction. DUPLICATE when this patient already has
+        this very original in this county (nothing new is indexed; the event says so)."""
+        facts = photo.facts
+        blobs: dict[str, BlobRef] = {}
+        wrapper: tuple[ParsedObject, BlobRef] | None = None
+        original_sha256 = _sha256(photo.renditions["original"][0])
+        source = f"{actor.kind}:{actor.name}@{actor.address}"
+        details = {**photo.details, "photo_id": facts.photo_id, "sha256": original_sha256}
+
+        def event(description: str = "") -> Event:
+            return Event(
+                EventType.INSTANCES_TRANSFERRED,
+                "C",
+                actor,
+                outcome_description=description,
+                patient_ids=(photo.patient_id,),
+                study_uids=(facts.study_uid,),
+                object_count=1,
+                details=details,
+            )
+
+        duplicate = "identical photo already stored; nothing changed"
+        try:
+            # The id comes from the content: a photo already indexed under it is this photo, and
+            # nothing is written (its wrapper would differ in its creation time, and be left over).
+            if self._index.photos.get(facts.photo_id) is not None:
+                self._audit.record(event(duplicate))
+                return IngestOutcome.DUPLICATE
+        except (StorageError, AuditUnavailable) as exc:
+            raise ArchiveUnavailable(f"the photo could not be checked: {exc}") from exc
+        try:
+            for role, (data, extension) in photo.renditions.items():
+                sha256 = _sha256(data)
+                key = media_key(facts.photo_id, role, sha256, extension)
+                self._blobs.put(key, data, sha256)
+                blobs[role] = BlobRef(key=key, size=len(data), sha256=sha256)
+            if photo.dicom is not None:
+                sha256 = _sha256(photo.dicom)
+                parsed = parse_part10(photo.dicom, self._max_pixels)
+                key = blob_key(parsed, sha256)
+                self._blobs.put(key, photo.dicom, sha256)
+                wrapper = (parsed, BlobRef(key=key, size=len(photo.dicom), sha256=sha256))
+        except StorageError as exc:
+            raise ArchiveUnavailable(f"the photo could not be stored: {exc}") from exc
+        received_at = now_iso()
+        try:
+            with self._index.transaction() as tx:
+                if tx.photo_by_content(photo.patient_pk, photo.county, original_sha256):
+                    # Uploaded twice at the same moment: the other upload's rows stand, and the
+                    # wrapper written here is left for `arkiv fsck` to report.
+                    self._audit.record_in(tx, event(duplicate))
+                    return IngestOutcome.DUPLICATE
+                if wrapper is not None:
+                    parsed, blob = wrapper
+                    tx.add_instance(self._new_instance(parsed, blob, actor, received_at))
+                tx.add_photo(
+                    NewPhoto(
+                        facts=facts,
+                        patient_pk=photo.patient_pk,
+                        county=photo.county,
+                        blobs=blobs,
+                        uploaded_by=actor.name,
+                        source=source,
+                        received_at=received_at,
+                    )
+                )
+                self._audit.record_in(tx, event())
+        except (StorageError, AuditUnavailable) as exc:
+            raise ArchiveUnavailable(f"the photo could not be indexed: {exc}") from exc
+        return IngestOutcome.STORED
+
+    @staticmethod
+    def _new_instance(
+        parsed: ParsedObject, blob: BlobRef, actor: Actor, received_at: str
+    ) -> NewInstance:
+        return NewInstance(
+            patient=parsed.patient,
+            study=parsed.study,
+            series=parsed.series,
+            instance=parsed.instance,
+            blob=blob,
+            county=actor.county,
+            source=f"{actor.kind}:{actor.name}@{actor.address}",
+            received_at=received_at,
+        )
+
     def _index_object(self, parsed: ParsedObject, blob: BlobRef, actor: Actor) -> IngestResult:
         received_at = now_iso()
         inst = parsed.instance
@@ -125,16 +234,7 @@ class IngestService:
                 details=details,
             )
 
-        new = NewInstance(
-            patient=parsed.patient,
-            study=parsed.study,
-            series=parsed.series,
-            instance=inst,
-            blob=blob,
-            county=actor.county,
-            source=source,
-            received_at=received_at,
-        )
+        new = self._new_instance(parsed, blob, actor, received_at)
         with self._index.transaction() as tx:
             if tx.add_instance(new):
                 self._audit.record_in(tx, stored_event())

@@ -6,7 +6,7 @@ storage themselves, so the rules in the services apply the same way whichever do
 
 from __future__ import annotations
 
-from arkiv.access import AccessService
+from arkiv.access import AccessGroups, AccessService
 from arkiv.accounts import AccountService
 from arkiv.audit import Actor, AuditLog, Event, EventType
 from arkiv.audit_review import AuditReviewService
@@ -16,6 +16,8 @@ from arkiv.commitment import CommitmentService
 from arkiv.config import Settings
 from arkiv.consistency import ConsistencyService
 from arkiv.ingest import IngestService
+from arkiv.photo_access import PhotoAccess
+from arkiv.photos import PhotoService
 from storage.blobs import BlobStore, FileBlobStore
 from storage.errors import StorageError
 from storage.index import Index
@@ -38,6 +40,18 @@ class Archive:
             self.index, self.blobs, self.audit, self.break_glass, settings.audit_group_seconds
         )
         self.commitment = CommitmentService(self.index, self.access, self.audit)
+        self.photos = PhotoService(
+            settings,
+            self.index,
+            self.ingest,
+            PhotoAccess(
+                self.index,
+                self.blobs,
+                self.audit,
+                self.break_glass,
+                AccessGroups(settings.audit_group_seconds),
+            ),
+        )
         self.audit_review = AuditReviewService(self.index, self.audit, settings)
         self.audit_forwarder: SyslogForwarder | None = None
         """Set in the process holding the audit duties (`arkiv.audit_duties`), for monitoring."""
@@ -63,6 +77,7 @@ class Archive:
         self.blobs.check()
 
     def close(self) -> None:
+        self.photos.close()
         self.ingest.close()
         self.index.close()
 

@@ -31,11 +31,13 @@ from arkiv.clock import now_iso
 from arkiv.config import Settings
 from arkiv.counties import County
 from arkiv.migration import Migration, Silent
+from arkiv.photos import PhotoForm, UploadedFile
 from arkiv.services import Archive, open_blob_store
 from storage.errors import StorageError
 from storage.index import Index
 from storage.records import AuditQuery, StudyQuery
 from storage.table_copy import Kind, table_plan
+from tests import media_factory as media
 from tests.conftest import PASSWORD, scaleout_overrides
 from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
 from tests.servers import MinioServer, PostgresServer
@@ -93,6 +95,12 @@ def _build_source(data: Path) -> Template:
         )
         archive.ingest.ingest_dicom(encode(make_dataset(conflicting)), MODALITY)
         assert archive.index.conflict_count(first.sop_uid) == 1
+        assistant = Principal("assistent", Role.CLINICIAN, County.VESTFOLD)
+        archive.photos.upload(
+            assistant,
+            [UploadedFile(media.jpeg(width=64, height=48), "image/jpeg", "a.jpg")],
+            PhotoForm(patient_id=patients[0], category="intraoral", teeth="11"),
+        )
         archive.accounts.add_user("tannlege", PASSWORD, Role.CLINICIAN, County.TELEMARK)
         archive.break_glass.grant(
             Principal("tannlege", Role.CLINICIAN, County.TELEMARK), patients[0], "akutt"
@@ -232,6 +240,7 @@ def _assert_same_archive(source: Path, target: Target) -> None:
         for instance in src_instances:
             assert dst.blobs.read(instance.blob.key) == src.blobs.read(instance.blob.key)
         assert dst.index.conflict_count() == src.index.conflict_count() == 1
+        assert dst.index.statistics().photos == src.index.statistics().photos == 1
         assert dst.index.blob_digests() == src.index.blob_digests()
         assert [u.username for u in dst.index.list_users()] == ["tannlege"]
         assert len(dst.index.active_grants("tannlege", now_iso())) == 1
@@ -279,7 +288,8 @@ def test_migrates_everything_proves_it_and_a_second_run_only_proves(
         assert completed is not None and completed.event_id == EventType.IMPORT.code
         assert completed.details["migration"] == "completed"
         assert completed.details["source_head_hash"] == head_hash
-        assert completed.details["objects"] == OBJECTS + 1
+        # the instances, the conflict, and the photo: its original, two renditions, its wrapper
+        assert completed.details["objects"] == OBJECTS + 1 + 4
     finally:
         src.close()
         dst.close()

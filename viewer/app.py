@@ -28,6 +28,7 @@ from viewer.routers import (
     health,
     oidc,
     pages,
+    photos,
     qido,
     stow,
     wado_uri,
@@ -54,6 +55,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(dicomweb.router)
     app.include_router(stow.router)
     app.include_router(wado_uri.router)
+    app.include_router(photos.router)
     app.add_exception_handler(NotAcceptable, _not_acceptable)
     app.add_exception_handler(TranscodeError, _not_acceptable)
     app.include_router(audit_api.router)

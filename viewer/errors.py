@@ -18,7 +18,9 @@ from arkiv.errors import (
     TooManyAttempts,
     UnsupportedObject,
 )
+from arkiv.photos import MediaTooLarge, UnknownPatient
 from arkiv.rendering import FrameOutOfRange, ImageTooLarge, NotAnImage, RenderError
+from arkiv.sandbox import PhotoRefused
 from storage.errors import StorageError
 from viewer.dependencies import NotSignedIn
 
@@ -27,6 +29,9 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (AuthenticationFailed, 401),
     (Forbidden, 403),
     (NotFound, 404),
+    (MediaTooLarge, 413),
+    (UnknownPatient, 422),
+    (PhotoRefused, 422),
     (InvalidQuery, 400),
     (InvalidObject, 400),
     (UnsupportedObject, 415),

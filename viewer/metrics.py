@@ -41,6 +41,8 @@ class ArchiveCollector(Collector):
                 "arrived under a stored SOP Instance UID",
             ),
             ("arkiv_stored_bytes", stats.stored_bytes, "Bytes of indexed instances"),
+            ("arkiv_photos", stats.photos, "Clinical photos and videos"),
+            ("arkiv_media_bytes", stats.media_bytes, "Bytes of photos, videos and renditions"),
             ("arkiv_audit_events", stats.audit_events, "Events in the audit log"),
             (
                 "arkiv_audit_unsigned_events",

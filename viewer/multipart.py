@@ -36,6 +36,8 @@ def typed_multipart_stream(
 class Part:
     content_type: str
     body: bytes
+    content_location: str = ""
+    """Where a bulk data part says it lives: the BulkDataURI a JSON dataset refers to it by."""
 
 
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
@@ -75,13 +77,15 @@ def parse_multipart(body: bytes, boundary: str) -> list[Part]:
             head, separator, content = segment.partition(b"\r\n\r\n")
             if not separator:
                 raise InvalidQuery("a part of the multipart body has no end to its headers")
-        parts.append(Part(_content_type(head), content))
+        parts.append(
+            Part(_header(head, "content-type"), content, _header(head, "content-location"))
+        )
         position = next_delimiter + 2 + len(delimiter)
 
 
-def _content_type(head: bytes) -> str:
+def _header(head: bytes, wanted: str) -> str:
     for line in head.decode("latin-1").split("\r\n"):
         name, _, value = line.partition(":")
-        if name.strip().lower() == "content-type":
+        if name.strip().lower() == wanted:
             return value.strip()
     return ""

@@ -63,6 +63,9 @@ def _search_page(
             "reasons": archive.break_glass.reasons(),
             "grant_hours": f"{archive.settings.break_glass_minutes / 60:g}",
             "grants": archive.break_glass.active_grants(principal),
+            "patient_keys": {
+                patient_id: archive.photos.patient_key(patient_id) for patient_id in patients or {}
+            },
         },
         status_code=status_code,
     )

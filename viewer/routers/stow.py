@@ -8,7 +8,6 @@ some failed, 409 when none were stored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
@@ -26,24 +25,17 @@ from viewer.dependencies import ArchiveDep, PrincipalDep
 from viewer.dicomweb_http import DICOM_JSON, base_url
 from viewer.media_types import parse_accept
 from viewer.multipart import Part, boundary_of, parse_multipart
+from viewer.stow_outcomes import (
+    CANNOT_UNDERSTAND,
+    DATA_SET_DOES_NOT_MATCH,
+    DUPLICATE_SOP_INSTANCE,
+    OUT_OF_RESOURCES,
+    SOP_CLASS_NOT_SUPPORTED,
+    Outcome,
+)
+from viewer.stow_wic import store_json_and_bulk
 
 router = APIRouter(prefix="/dicom-web")
-
-# Failure Reason (0008,1197) values, PS3.18 Table 10.5.3-2 and PS3.4 Annex C.
-OUT_OF_RESOURCES = 0xA700
-DATA_SET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-DUPLICATE_SOP_INSTANCE = 0x0111
-
-
-@dataclass(frozen=True)
-class Outcome:
-    sop_class_uid: str
-    sop_uid: str
-    study_uid: str
-    failure: int | None = None
-    reason: str = ""
 
 
 class PayloadTooLarge(Exception):
@@ -182,9 +174,11 @@ async def _stow(
     media = ranges[0] if ranges else None
     if media is None or media.media_type != "multipart/related":
         return _refuse(415, 'STOW-RS takes multipart/related; type="application/dicom"')
-    if media.part_type not in (None, "application/dicom"):
+    if media.part_type not in (None, "application/dicom", "application/dicom+json"):
         return _refuse(
-            415, f"parts of type {media.part_type} are not accepted; send application/dicom"
+            415,
+            f"parts of type {media.part_type} are not accepted; send application/dicom, or "
+            "application/dicom+json with the image as bulk data",
         )
     try:
         body = await _read_body(request, archive.settings.stow_max_bytes)
@@ -193,9 +187,12 @@ async def _stow(
     parts = parse_multipart(body, boundary_of(content_type))
     if not parts:
         return _refuse(400, "the request holds no instances")
-    outcomes = [
-        await run_in_threadpool(_store_one, archive, principal, part, study) for part in parts
-    ]
+    if media.part_type == "application/dicom+json":
+        outcomes = await run_in_threadpool(store_json_and_bulk, archive, principal, parts)
+    else:
+        outcomes = [
+            await run_in_threadpool(_store_one, archive, principal, part, study) for part in parts
+        ]
     return JSONResponse(
         _answer(outcomes, base_url(request), study),
         status_code=_status(outcomes),
