@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -59,6 +60,10 @@ def blob_key(parsed: ParsedObject, sha256: str) -> str:
     )
 
 
+StoredListener = Callable[[ParsedObject, bytes, Actor], None]
+"""Told of each new object after it is stored (`IngestService.on_stored`)."""
+
+
 def media_key(photo_id: str, role: str, sha256: str, extension: str) -> str:
     """Keys of a photo's renditions: from its generated id, the role and the content hash."""
     return f"media/{photo_id[:2]}/{photo_id}/{role}.{sha256[:16]}.{extension}"
@@ -94,6 +99,7 @@ class IngestService:
         self._audit = audit
         self._max_pixels = max_pixels
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-io")
+        self._listeners: list[StoredListener] = []
 
     def close(self) -> None:
         self._io.shutdown(wait=True)
@@ -115,9 +121,22 @@ class IngestService:
             raise ArchiveUnavailable(f"the object could not be stored: {exc}") from exc
         blob = BlobRef(key=key, size=len(data), sha256=sha256)
         try:
-            return self._index_object(parsed, blob, actor)
+            result = self._index_object(parsed, blob, actor)
         except (StorageError, AuditUnavailable) as exc:
             raise ArchiveUnavailable(f"the object could not be indexed: {exc}") from exc
+        if result.outcome is IngestOutcome.STORED:
+            for listener in self._listeners:
+                try:
+                    listener(parsed, data, actor)
+                except Exception:  # the object is stored and acknowledged whatever follows
+                    log.exception("after storing %s", parsed.instance.sop_uid)
+        return result
+
+    def on_stored(self, listener: StoredListener) -> None:
+        """Call `listener` after each new DICOM object is durable and indexed (not for
+        duplicates or conflicts). A listener's failure is logged, never the sender's problem:
+        the object was already kept."""
+        self._listeners.append(listener)
 
     def ingest_photo(self, photo: PhotoIngest, actor: Actor) -> IngestOutcome:
         """Make a photo's renditions and its DICOM wrapper durable, then index the photo, the

@@ -23,15 +23,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from arkiv import photo_attributes as attributes
 from arkiv import video
 from arkiv.accounts import Principal
+from arkiv.audit import Actor
 from arkiv.authorization import require_store
 from arkiv.config import Settings
+from arkiv.dicom_object import ParsedObject
 from arkiv.errors import InvalidObject
 from arkiv.ingest import IngestOutcome, IngestService, PhotoIngest
 from arkiv.photo_access import PhotoAccess
 from arkiv.photo_dicom import (
     CATEGORY_LABELS,
+    VL_PHOTOGRAPHIC_IMAGE,
     NotWrappable,
     PhotoContext,
     PhotoPatient,
@@ -39,6 +43,7 @@ from arkiv.photo_dicom import (
     wrap_video,
 )
 from arkiv.photo_formats import MediaFormat, check_claim, sniff
+from arkiv.photo_from_dicom import picture_of
 from arkiv.sandbox import PhotoDecoder
 from arkiv.teeth import parse_teeth
 from storage.index import Index
@@ -207,8 +212,7 @@ class PhotoService:
     ) -> PhotoUpload:
         county = principal.county.value
         original = item.parts["original"]
-        content = hashlib.sha256(original).hexdigest()
-        photo_id = hashlib.sha256(f"{county}|{patient.pk}|{content}".encode()).hexdigest()[:32]
+        photo_id = _photo_id(county, patient.pk, original)
         taken, source = _capture_time(item.facts.get("taken_at"), stated_time)
         study_uid = derived_uid("photo-study", county, patient.patient_id, taken.date().isoformat())
         series_uid = derived_uid("photo-series", study_uid, item.fmt.kind)
@@ -251,18 +255,13 @@ class PhotoService:
             series_uid=series_uid,
             sop_uid=sop_uid if dicom is not None else None,
         )
-        extension = item.fmt.extensions[0].lstrip(".")
         outcome = self._ingest.ingest_photo(
             PhotoIngest(
                 facts=facts,
                 patient_pk=patient.pk,
                 patient_id=patient.patient_id,
                 county=county,
-                renditions={
-                    "original": (original, extension),
-                    "thumbnail": (item.parts["thumbnail"], "jpg"),
-                    "web": (item.parts["web"], "jpg"),
-                },
+                renditions=_renditions(item),
                 dicom=dicom,
                 details={
                     "kind": facts.kind,
@@ -282,6 +281,55 @@ class PhotoService:
             raise InvalidObject("the photo was stored but cannot be read back; try again")
         return PhotoUpload(stored, outcome is IngestOutcome.DUPLICATE)
 
+    def register_dicom(self, parsed: ParsedObject, data: bytes, actor: Actor) -> None:
+        """A VL Photographic Image that arrived as DICOM (an intra-oral camera's C-STORE, a
+        STOW-RS) joins the patient's gallery too: its picture goes through the same sandboxed
+        decoding and metadata removal as an upload; the DICOM object stays as it was sent.
+        Called by the ingest path after the object is stored (`IngestService.on_stored`)."""
+        if parsed.instance.sop_class_uid != VL_PHOTOGRAPHIC_IMAGE:
+            return
+        patient = self._index.photos.patient_by_national_id(parsed.patient.patient_id)
+        if patient is None:
+            return
+        picture, fmt = picture_of(parsed.dataset, data)
+        facts, parts = self._decoder.inspect(
+            picture, fmt.pillow_format, self._settings.photo_max_pixels
+        )
+        item = _Prepared(fmt, "", facts, parts)
+        metadata = parsed.dataset.to_json_dict()  # read without its pixel data
+        taken, source = _capture_time(
+            facts.get("taken_at"), _form_time(attributes.taken_at(metadata)), "dicom"
+        )
+        photo_facts = PhotoFacts(
+            photo_id=_photo_id(actor.county, patient.pk, parts["original"]),
+            kind="photo",
+            media_type=fmt.media_type,
+            taken_at=taken.isoformat(timespec="seconds"),
+            taken_at_source=source,
+            category=attributes.category(metadata),
+            teeth=tuple(attributes.teeth(metadata)),
+            note=attributes.note(metadata),
+            width=int(facts["width"]),
+            height=int(facts["height"]),
+            duration_seconds=None,
+            filename="",
+            study_uid=parsed.study.study_uid,
+            series_uid=parsed.series.series_uid,
+            sop_uid=parsed.instance.sop_uid,
+        )
+        self._ingest.ingest_photo(
+            PhotoIngest(
+                facts=photo_facts,
+                patient_pk=patient.pk,
+                patient_id=patient.patient_id,
+                county=actor.county,
+                renditions=_renditions(item),
+                dicom=None,
+                details={"kind": "photo", "from": "DICOM object", "media_type": fmt.media_type},
+            ),
+            actor,
+        )
+
     @staticmethod
     def _wrap(
         item: _Prepared, person: PhotoPatient, context: PhotoContext
@@ -298,6 +346,20 @@ class PhotoService:
             return None, f"not wrapped: {exc}"
 
 
+def _photo_id(county: str, patient_pk: int, original: bytes) -> str:
+    """From the content: the same file for the same patient and county is the same photo."""
+    content = hashlib.sha256(original).hexdigest()
+    return hashlib.sha256(f"{county}|{patient_pk}|{content}".encode()).hexdigest()[:32]
+
+
+def _renditions(item: _Prepared) -> dict[str, tuple[bytes, str]]:
+    return {
+        "original": (item.parts["original"], item.fmt.extensions[0].lstrip(".")),
+        "thumbnail": (item.parts["thumbnail"], "jpg"),
+        "web": (item.parts["web"], "jpg"),
+    }
+
+
 def _form_time(value: str) -> datetime | None:
     if not value.strip():
         return None
@@ -310,13 +372,16 @@ def _form_time(value: str) -> datetime | None:
     return moment.replace(tzinfo=None)
 
 
-def _capture_time(exif_value: object, stated: datetime | None) -> tuple[datetime, str]:
-    """When the photo was taken: the file's own record first, then the form, then now."""
+def _capture_time(
+    exif_value: object, stated: datetime | None, stated_by: str = "form"
+) -> tuple[datetime, str]:
+    """When the photo was taken: the file's own record first, then what the uploader (the form,
+    or the DICOM object around the picture) says, then now."""
     if isinstance(exif_value, str):
         try:
             return datetime.strptime(exif_value[:19], "%Y:%m:%d %H:%M:%S"), "exif"
         except ValueError:
             pass
     if stated is not None:
-        return stated, "form"
+        return stated, stated_by
     return datetime.now().replace(microsecond=0), "upload"

@@ -52,6 +52,7 @@ class Archive:
                 AccessGroups(settings.audit_group_seconds),
             ),
         )
+        self.ingest.on_stored(self.photos.register_dicom)
         self.audit_review = AuditReviewService(self.index, self.audit, settings)
         self.audit_forwarder: SyslogForwarder | None = None
         """Set in the process holding the audit duties (`arkiv.audit_duties`), for monitoring."""

@@ -9,16 +9,19 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from pydicom.uid import generate_uid
 
 from arkiv.config import Settings
+from arkiv.photo_dicom import PhotoContext, PhotoPatient, wrap_jpeg
 from arkiv.services import Archive
 from arkiv.teeth import tooth_code
 from storage.records import AuditQuery
 from tests import media_factory as media
-from tests.conftest import RunningArchive, _start_archive
+from tests.conftest import RunningArchive, _start_archive, require_tool
 from tests.test_photos import PATIENT, known_patient
 
 BOUNDARY = "wic-boundary"
@@ -160,3 +163,44 @@ def test_import_photos_from_a_camera_folder(tmp_path: Path) -> None:
         assert all(e.actor.startswith("cli:") for e in events)
     finally:
         archive.close()
+
+
+def test_a_camera_sending_dicom_photos_fills_the_gallery(
+    running: RunningArchive, tmp_path: Path
+) -> None:
+    """An intra-oral camera that speaks DICOM: its VL Photographic Image, sent with storescu,
+    is kept as sent and shows in the patient's gallery with its teeth and time."""
+    patient = running.archive.index.photos.patient_by_national_id(PATIENT)
+    assert patient is not None
+    context = PhotoContext(
+        study_uid=generate_uid(),
+        series_uid=generate_uid(),
+        sop_uid=generate_uid(),
+        instance_number=1,
+        taken_at=datetime(2026, 10, 2, 14, 30),
+        category="after-treatment",
+        teeth=(36, 37),
+        note="kamera",
+        county="vestfold",
+        operator="",
+        study_description="Intraoralkamera",
+        series_description="Intraoralkamera",
+    )
+    person = PhotoPatient(PATIENT, patient.name, patient.birth_date, patient.sex)
+    path = tmp_path / "camera.dcm"
+    picture = media.jpeg(seed=71, gps=False)
+    path.write_bytes(wrap_jpeg(picture, person, context, recompressed=False))
+    sent = subprocess.run(
+        [require_tool("storescu"), "-xy", "-aec", "ARKIV", "127.0.0.1",
+         str(running.dicom_port), str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    with running.add_user("tannlege-gallery") as client:
+        photos = client.get(
+            f"/api/patients/{patient.pk}/photos", params={"category": "after-treatment"}
+        ).json()["photos"]
+        assert [p["sop_uid"] for p in photos] == [context.sop_uid]
+        assert photos[0]["teeth"] == [36, 37] and photos[0]["note"] == "kamera"
+        assert photos[0]["taken_at"] == "2026-10-02T14:30:00"
+        assert client.get(photos[0]["links"]["thumbnail"]).status_code == 200

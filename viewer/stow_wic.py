@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from arkiv import photo_attributes as attributes
 from arkiv.accounts import Principal
 from arkiv.errors import ArchiveUnavailable, ArkivError, UnsupportedObject
 from arkiv.photos import PhotoForm, UploadedFile
 from arkiv.services import Archive
-from arkiv.teeth import tooth_from_code
 from viewer.multipart import Part
 from viewer.stow_outcomes import (
     CANNOT_UNDERSTAND,
@@ -30,8 +30,6 @@ from viewer.stow_outcomes import (
 
 VL_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4"
 VIDEO_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4.1"
-_EXTRAORAL_REGIONS = {"774007", "69536005", "89545001", "T-D1000", "T-D1200"}
-"""Head and neck, head, face (SNOMED CT, and the old SRT codes): extra-oral views."""
 
 
 def store_json_and_bulk(archive: Archive, principal: Principal, parts: list[Part]) -> list[Outcome]:
@@ -54,7 +52,7 @@ def _store(
 ) -> Outcome:
     if not isinstance(dataset, dict):
         return Outcome("", "", "", CANNOT_UNDERSTAND, "a dataset is not a JSON object")
-    sop_class = _text(dataset, "00080016")
+    sop_class = attributes.text(dataset, "00080016")
     pixel = dataset.get("7FE00010") or {}
     uri = pixel.get("BulkDataURI", "") if isinstance(pixel, dict) else ""
     part = bulk.get(uri)
@@ -63,11 +61,11 @@ def _store(
             sop_class, "", "", CANNOT_UNDERSTAND, f"no part with Content-Location {uri!r}"
         )
     form = PhotoForm(
-        patient_id=_text(dataset, "00100020"),
-        category=_category(dataset),
-        teeth=" ".join(str(t) for t in _teeth(dataset)),
-        note=_text(dataset, "00204000"),
-        taken_at=_taken_at(dataset),
+        patient_id=attributes.text(dataset, "00100020"),
+        category=attributes.category(dataset),
+        teeth=" ".join(str(t) for t in attributes.teeth(dataset)),
+        note=attributes.note(dataset),
+        taken_at=attributes.taken_at(dataset),
     )
     try:
         stored = archive.photos.upload(
@@ -86,51 +84,3 @@ def _store(
         )
     kind = VIDEO_PHOTOGRAPHIC if facts.kind == "video" else VL_PHOTOGRAPHIC
     return Outcome(kind, facts.sop_uid, facts.study_uid)
-
-
-def _values(dataset: dict[str, Any], tag: str) -> list[Any]:
-    element = dataset.get(tag)
-    values = element.get("Value", []) if isinstance(element, dict) else []
-    return values if isinstance(values, list) else []
-
-
-def _text(dataset: dict[str, Any], tag: str) -> str:
-    values = _values(dataset, tag)
-    if not values:
-        return ""
-    value = values[0]
-    if isinstance(value, dict):  # a person name
-        value = value.get("Alphabetic", "")
-    return str(value).strip()
-
-
-def _codes(dataset: dict[str, Any], tag: str) -> list[tuple[str, str]]:
-    return [
-        (_text(item, "00080102"), _text(item, "00080100"))
-        for item in _values(dataset, tag)
-        if isinstance(item, dict)
-    ]
-
-
-def _teeth(dataset: dict[str, Any]) -> list[int]:
-    found = (tooth_from_code(scheme, value) for scheme, value in _codes(dataset, "00082228"))
-    return sorted({t for t in found if t is not None})
-
-
-def _category(dataset: dict[str, Any]) -> str:
-    regions = {value for _scheme, value in _codes(dataset, "00082218")}
-    return "extraoral" if regions & _EXTRAORAL_REGIONS else "intraoral"
-
-
-def _taken_at(dataset: dict[str, Any]) -> str:
-    """Acquisition DateTime, else Content Date and Time, as ISO 8601 (local time)."""
-    moment = _text(dataset, "0008002A")
-    day, time = (
-        (moment[:8], moment[8:14])
-        if moment
-        else (_text(dataset, "00080023"), _text(dataset, "00080033")[:6])
-    )
-    if len(day) != 8 or not day.isdigit():
-        return ""
-    time = (time + "000000")[:6] if time.isdigit() else "000000"
-    return f"{day[:4]}-{day[4:6]}-{day[6:]}T{time[:2]}:{time[2:4]}:{time[4:]}"
