@@ -175,6 +175,14 @@ def main() -> None:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # Load the decoders before saying ready, so that a request's deadline covers decoding only.
+    import pillow_heif
+    from PIL import Image, ImageOps  # noqa: F401
+
+    from arkiv import photo_dicom, photo_metadata  # noqa: F401
+
+    pillow_heif.register_heif_opener()
+    write_frame(stdout, {"ready": True}, [])
     while True:
         request = read_frame(stdin)
         if request is None:

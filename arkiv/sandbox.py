@@ -34,6 +34,10 @@ class DecodingTimedOut(PhotoRefused):
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
+_START_SECONDS = 60.0
+"""How long a new worker may take to load Python and its decoders (a loaded machine is slow)."""
+
+
 class _Worker:
     def __init__(self, memory_mb: int) -> None:
         env = dict(os.environ)
@@ -50,6 +54,11 @@ class _Worker:
         self._out = self.process.stdout.fileno()
         os.set_blocking(self._in, False)
         os.set_blocking(self._out, False)
+        try:
+            self.exchange(b"", time.monotonic() + _START_SECONDS)  # its "ready"
+        except (TimeoutError, EOFError) as exc:
+            self.kill()
+            raise OSError("the photo decoding worker did not start") from exc
 
     def exchange(self, request: bytes, deadline: float) -> tuple[dict[str, Any], list[bytes]]:
         """Send one request and read the answer; TimeoutError or EOFError otherwise."""
@@ -57,7 +66,8 @@ class _Worker:
         received = bytearray()
         needed: int | None = None
         with selectors.DefaultSelector() as selector:
-            selector.register(self._in, selectors.EVENT_WRITE)
+            if pending:
+                selector.register(self._in, selectors.EVENT_WRITE)
             selector.register(self._out, selectors.EVENT_READ)
             while needed is None or len(received) < needed:
                 remaining = deadline - time.monotonic()
