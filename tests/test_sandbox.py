@@ -56,7 +56,7 @@ def test_a_photo_needing_more_memory_than_allowed_is_refused() -> None:
     big = media.jpeg(width=7000, height=6000, seed=83, gps=False, quality=50)  # 42 megapixels
     decoder = PhotoDecoder(workers=1, timeout_seconds=60, memory_mb=400)
     try:
-        with pytest.raises(PhotoRefused, match="memory|MB"):
+        with pytest.raises(PhotoRefused, match=r"memory|MB"):
             decoder.inspect(big, "JPEG", 50_000_000)
         facts, _parts = decoder.inspect(
             media.jpeg(width=300, height=200, seed=84, gps=False), "JPEG", 50_000_000
