@@ -126,8 +126,8 @@ class PhotoService:
         category: str | None = None,
         tooth: int | None = None,
     ) -> tuple[PatientRecord, list[PhotoRecord]]:
-        if category is not None and category not in CATEGORIES:
-            raise InvalidObject(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
+        if category is not None:
+            _check_category(category)
         return self.access.gallery(principal, patient_pk, category, tooth)
 
     def photo_for_read(self, principal: Principal, photo_id: str, purpose: str) -> PhotoRecord:
@@ -147,10 +147,7 @@ class PhotoService:
         require_store(principal)
         if not files:
             raise InvalidObject("no file in the upload")
-        if form.category not in CATEGORIES:
-            raise InvalidObject(
-                f"unknown category {form.category!r}; one of {', '.join(CATEGORIES)}"
-            )
+        _check_category(form.category)
         teeth = parse_teeth(form.teeth)
         stated_time = _form_time(form.taken_at)
         patient = self._index.photos.patient_by_national_id(form.patient_id.strip())
@@ -344,6 +341,11 @@ class PhotoService:
             return wrap_jpeg(item.parts["original"], person, context, recompressed=False), "as is"
         except NotWrappable as exc:
             return None, f"not wrapped: {exc}"
+
+
+def _check_category(value: str) -> None:
+    if value not in CATEGORIES:
+        raise InvalidObject(f"unknown category {value!r}; one of {', '.join(CATEGORIES)}")
 
 
 def _photo_id(county: str, patient_pk: int, original: bytes) -> str:
