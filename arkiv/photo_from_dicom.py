@@ -9,7 +9,7 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.pixels import convert_color_space
+from pydicom.pixels.processing import convert_color_space
 from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit
 
 from arkiv.errors import InvalidObject

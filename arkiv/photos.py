@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -181,22 +181,25 @@ class PhotoService:
                 upload.data, fmt.pillow_format, self._settings.photo_max_pixels
             )
             return _Prepared(fmt, name, facts, parts)
-        limits = {
-            "max_memory_mb": self._settings.photo_worker_memory_mb,
-            "timeout": self._settings.photo_decode_seconds,
-        }
+        memory, seconds = self._settings.photo_worker_memory_mb, self._settings.photo_decode_seconds
         probe = video.probe(
-            upload.data, max_seconds=float(self._settings.video_max_seconds), **limits
+            upload.data,
+            timeout=seconds,
+            max_memory_mb=memory,
+            max_seconds=float(self._settings.video_max_seconds),
         )
-        cleaned = video.clean(upload.data, **limits)
-        poster = video.poster(cleaned, **limits)
+        cleaned = video.clean(upload.data, timeout=seconds * 4, max_memory_mb=memory)
+        # A QuickTime file whose streams fit MP4 is stored as MP4: what DICOM can carry.
+        stored = sniff(cleaned)
+        probe = replace(probe, container=stored.name)
+        poster = video.poster(cleaned, timeout=seconds, max_memory_mb=memory)
         facts, renditions = self._decoder.inspect(poster, "JPEG", self._settings.photo_max_pixels)
         facts["taken_at"] = (
             probe.creation_time.strftime("%Y:%m:%d %H:%M:%S") if probe.creation_time else None
         )
         facts["had_location"] = True  # unknown after the remux; the remux removed it either way
         parts = {"original": cleaned, **{k: renditions[k] for k in ("thumbnail", "web")}}
-        return _Prepared(fmt, name, facts, parts, probe)
+        return _Prepared(stored, name, facts, parts, probe)
 
     def _store(
         self,
