@@ -63,5 +63,9 @@ bench-chain: system-packages $(STAMP)
 bench-query: system-packages $(STAMP)
 	$(VENV)/bin/python -m bench.query $(ARGS)
 
+.PHONY: bench-photos
+bench-photos: system-packages minio $(STAMP)
+	$(VENV)/bin/python -m bench.photos $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
