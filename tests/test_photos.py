@@ -389,6 +389,12 @@ def test_gallery_reads_are_audited_and_bounded_by_county(
     assert [p["id"] for p in by_tooth] == [photo["id"]]
     none = client.get(f"/api/patients/{key}/photos", params={"category": "after-treatment"})
     assert none.json()["photos"] == []
+    posted = client.post("/api/photos/search", data={"patient_id": PATIENT, "tooth": "21"})
+    assert [p["id"] for p in posted.json()["photos"]] == [photo["id"]]
+    unknown = client.post("/api/photos/search", data={"patient_id": UNKNOWN})
+    assert unknown.status_code == 404
+    assert client.get(photo["links"]["thumbnail"]).status_code == 200
+    assert client.get(photo["links"]["original"]).status_code == 200
     events = photo_archive.archive.index.find_audit_events(_audit_query(PATIENT))
     purposes = {e.details.get("purpose") for e in events}
     assert "photo thumbnail" in purposes and "photo original" in purposes

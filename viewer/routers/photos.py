@@ -10,12 +10,12 @@ import re
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from arkiv.errors import InvalidObject
+from arkiv.errors import InvalidObject, NotFound
 from arkiv.photos import MediaTooLarge, PhotoForm, UploadedFile
 from storage.records import PhotoRecord
 from viewer.caching import cache_headers, not_modified
@@ -83,6 +83,21 @@ def gallery(
         {"patient": patient_json(patient), "photos": [photo_json(p) for p in photos]},
         headers={"Cache-Control": "no-store"},
     )
+
+
+@router.post("/photos/search")
+def search(
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    patient_id: Annotated[str, Form(max_length=64)],
+    category: Annotated[str | None, Form(max_length=32)] = None,
+    tooth: Annotated[int | None, Form(ge=11, le=85)] = None,
+) -> JSONResponse:
+    """A patient's photos by national ID, posted so that the ID stays out of URLs and logs."""
+    key = archive.photos.patient_key(patient_id.strip())
+    if key is None:
+        raise NotFound("no such patient")
+    return gallery(archive, principal, key, category, tooth)
 
 
 @router.get("/photos/{photo_id}")
