@@ -197,7 +197,8 @@ class PhotoService:
         facts["taken_at"] = (
             probe.creation_time.strftime("%Y:%m:%d %H:%M:%S") if probe.creation_time else None
         )
-        facts["had_location"] = True  # unknown after the remux; the remux removed it either way
+        # Not told by the remux, which drops all metadata whether it named a place or not.
+        facts["had_location"] = None
         parts = {"original": cleaned, **{k: renditions[k] for k in ("thumbnail", "web")}}
         return _Prepared(stored, name, facts, parts, probe)
 
@@ -269,7 +270,8 @@ class PhotoService:
                     "size": len(original),
                     "category": facts.category,
                     "teeth": list(teeth),
-                    "location_removed": bool(item.facts.get("had_location")),
+                    # True: the upload named a place and the stored file does not (None: unknown)
+                    "location_removed": item.facts.get("had_location"),
                     "dicom": dicom_note,
                 },
             ),
