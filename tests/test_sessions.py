@@ -183,6 +183,6 @@ def test_security_headers_and_hsts_on_tls(tmp_path: Path) -> None:
         headers = response.headers
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
-        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["referrer-policy"] == "same-origin"
         assert headers["cache-control"] == "no-store"
         assert ("strict-transport-security" in headers) is expect_hsts

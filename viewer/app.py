@@ -28,6 +28,7 @@ from viewer.routers import (
     health,
     oidc,
     pages,
+    photo_pages,
     photos,
     qido,
     stow,
@@ -56,6 +57,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(stow.router)
     app.include_router(wado_uri.router)
     app.include_router(photos.router)
+    app.include_router(photo_pages.router)
     app.add_exception_handler(NotAcceptable, _not_acceptable)
     app.add_exception_handler(TranscodeError, _not_acceptable)
     app.include_router(audit_api.router)
@@ -75,7 +77,9 @@ def create_app(archive: Archive) -> FastAPI:
     ) -> Response:
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with a
+        # form's POST, which the CSRF guard must refuse; other sites still get no referrer.
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault(
             "Content-Security-Policy",
