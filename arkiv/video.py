@@ -50,14 +50,17 @@ class InvalidVideo(InvalidObject):
 
 _MAX_SIDE = 8192
 _OSLO = ZoneInfo("Europe/Oslo")
-_LEAKY_TAGS = ("location", "xyz", "gps", "make", "model", "serial", "author", "artist")
+_LEAKY_TAGS = (
+    "location", "xyz", "gps", "make", "model", "software", "serial", "author", "artist",
+)  # fmt: skip
 
 
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
+        package = "util-linux" if name == "prlimit" else "ffmpeg"
         raise ArchiveUnavailable(
-            f"{name} is not installed; install the Debian package ffmpeg to take videos"
+            f"{name} is not installed; install the Debian package {package} to take videos"
         )
     return path
 
@@ -107,22 +110,23 @@ def probe(
         path = Path(directory) / "upload"
         path.write_bytes(data)
         info = _ffprobe(path, timeout, max_memory_mb)
-    return _facts(info, max_seconds)
+    return _facts(info, max_seconds, _container(data))
 
 
-def _facts(info: dict[str, Any], max_seconds: float) -> VideoProbe:
+def _container(data: bytes) -> str:
+    """ "mov" or "mp4" by the file's own ftyp box: a metadata tag named major_brand can say
+    anything. QuickTime files from before the ftyp box start with another atom."""
+    if data[4:8] != b"ftyp":
+        return "mov"
+    return "mov" if data[8:12] == b"qt  " else "mp4"
+
+
+def _facts(info: dict[str, Any], max_seconds: float, kind: str) -> VideoProbe:
     container = info.get("format", {})
     if "mp4" not in str(container.get("format_name", "")).split(","):
         raise InvalidVideo("the file is not an MP4 or QuickTime video")
     streams = info.get("streams", [])
-    videos = [
-        s
-        for s in streams
-        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
-    ]
-    if not videos:
-        raise InvalidVideo("the file holds no video stream")
-    stream = videos[0]
+    stream = _picture_stream(info)
     width, height = int(stream.get("width", 0) or 0), int(stream.get("height", 0) or 0)
     if not (0 < width <= _MAX_SIDE and 0 < height <= _MAX_SIDE):
         raise InvalidVideo(f"the video's size {width}×{height} is not one the archive takes")
@@ -135,7 +139,7 @@ def _facts(info: dict[str, Any], max_seconds: float) -> VideoProbe:
     frames = int(stream.get("nb_frames") or 0) or round(duration * float(rate))
     tags = container.get("tags", {})
     return VideoProbe(
-        container="mov" if str(tags.get("major_brand", "")).strip() == "qt" else "mp4",
+        container=kind,
         codec=str(stream.get("codec_name", "")),
         profile=str(stream.get("profile", "")),
         level=int(stream.get("level", 0) or 0),
@@ -148,6 +152,17 @@ def _facts(info: dict[str, Any], max_seconds: float) -> VideoProbe:
         creation_time=_local_time(tags.get("creation_time")),
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
     )
+
+
+def _picture_stream(info: dict[str, Any]) -> dict[str, Any]:
+    """The first moving-picture stream: a cover image that some writers store as a video stream
+    of one frame is not one."""
+    for stream in info.get("streams", []):
+        if stream.get("codec_type") == "video" and not (stream.get("disposition") or {}).get(
+            "attached_pic"
+        ):
+            return dict(stream)
+    raise InvalidVideo("the file holds no video stream")
 
 
 def _fraction(value: object) -> Fraction:
@@ -191,6 +206,7 @@ def clean(data: bytes, *, timeout: float = 60, max_memory_mb: int = 1024) -> byt
         source.write_bytes(data)
         facts = _ffprobe(source, timeout, max_memory_mb)
         created = facts.get("format", {}).get("tags", {}).get("creation_time")
+        picture = f"0:{int(_picture_stream(facts).get('index', 0))}"
         keep = ["-metadata", f"creation_time={created}"] if created else []
         last: InvalidVideo | None = None
         for container in ("mp4", "mov"):
@@ -199,7 +215,7 @@ def clean(data: bytes, *, timeout: float = 60, max_memory_mb: int = 1024) -> byt
                 _run(
                     [
                         _tool("ffmpeg"), "-v", "error", "-y", "-i", str(source),
-                        "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-dn", "-sn",
+                        "-map", picture, "-map", "0:a:0?", "-c", "copy", "-dn", "-sn",
                         "-map_metadata", "-1", "-map_metadata:s:v", "-1",
                         "-map_metadata:s:a", "-1", "-fflags", "+bitexact", *keep,
                         "-movflags", "+faststart", "-f", container, str(target),

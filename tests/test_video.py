@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from arkiv import video
+from arkiv.errors import ArchiveUnavailable
 from arkiv.photo_formats import sniff
 from tests import media_factory as media
 from tests.conftest import require_tool
@@ -46,6 +47,25 @@ def rotated_phone_video(tmp_path: Path) -> bytes:
     return target.read_bytes()
 
 
+def iphone_video(tmp_path: Path) -> bytes:
+    """A QuickTime file with Apple's own metadata keys (mdta), as an iPhone writes them."""
+    plain = tmp_path / "plain.mp4"
+    plain.write_bytes(media.mp4(tmp_path / "plain", seconds=1, location=False))
+    target = tmp_path / "IMG_0043.MOV"
+    subprocess.run(
+        [require_tool("ffmpeg"), "-v", "error", "-y", "-i", str(plain), "-c", "copy",
+         "-movflags", "use_metadata_tags",
+         "-metadata", "com.apple.quicktime.location.ISO6709=+59.9139+010.7522+000.000/",
+         "-metadata", "com.apple.quicktime.make=Apple",
+         "-metadata", "com.apple.quicktime.model=iPhone 15",
+         "-metadata", "com.apple.quicktime.software=17.1",
+         "-metadata", "major_brand=isom",  # a tag cannot make QuickTime into MP4
+         "-f", "mov", str(target)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return target.read_bytes()
+
+
 def test_probe_reads_what_a_phone_video_is(tmp_path: Path) -> None:
     facts = video.probe(media.mp4(tmp_path / "clip", seconds=3))
     assert facts.container == "mp4" and facts.codec == "h264" and facts.profile == "High"
@@ -72,6 +92,16 @@ def test_clean_removes_location_and_camera_but_not_a_frame(tmp_path: Path) -> No
     assert kept.find(b"moov") < kept.find(b"mdat")
 
 
+def test_clean_removes_apple_location_keys(tmp_path: Path) -> None:
+    sent = iphone_video(tmp_path)
+    assert video.probe(sent).container == "mov"
+    kept = video.clean(sent)
+    for leak in (b"ISO6709", b"+59.9139", b"iPhone", b"com.apple.quicktime"):
+        assert leak not in kept
+    assert video.probe(kept).container == "mp4"
+    assert stream_hash(kept, tmp_path, "0:v") == stream_hash(sent, tmp_path, "0:v")
+
+
 def test_poster_is_a_frame_turned_as_it_is_shown(tmp_path: Path) -> None:
     image = Image.open(io.BytesIO(video.poster(rotated_phone_video(tmp_path), max_edge=320)))
     assert image.format == "JPEG"
@@ -94,3 +124,23 @@ def test_a_video_too_long_or_too_slow_is_refused(tmp_path: Path) -> None:
         video.probe(clip, max_seconds=2)
     with pytest.raises(video.InvalidVideo, match="longer than"):
         video.poster(clip, timeout=0.001)
+
+
+def test_sound_without_pictures_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "voice.m4a"
+    subprocess.run(
+        [require_tool("ffmpeg"), "-v", "error", "-y", "-f", "lavfi", "-i",
+         "sine=frequency=440:duration=1", "-c:a", "aac", str(target)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    with pytest.raises(video.InvalidVideo, match="no video stream"):
+        video.probe(target.read_bytes())
+
+
+def test_a_missing_ffmpeg_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = media.mp4(tmp_path / "clip", seconds=1)
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with neither ffprobe nor prlimit
+    with pytest.raises(ArchiveUnavailable, match="Debian package ffmpeg"):
+        video.probe(clip)
