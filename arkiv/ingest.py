@@ -65,7 +65,8 @@ StoredListener = Callable[[ParsedObject, bytes, Actor], None]
 
 
 def media_key(photo_id: str, role: str, sha256: str, extension: str) -> str:
-    """Keys of a photo's renditions: from its generated id, the role and the content hash."""
+    """Keys of a photo's renditions: from its id (derived from its content), the role and the
+    content hash, never from a client's file name."""
     return f"media/{photo_id[:2]}/{photo_id}/{role}.{sha256[:16]}.{extension}"
 
 
@@ -164,7 +165,7 @@ class IngestService:
         duplicate = "identical photo already stored; nothing changed"
         try:
             # The id comes from the content: a photo already indexed under it is this photo, and
-            # nothing is written (its wrapper would differ in its creation time, and be left over).
+            # nothing is written (a wrapper made from a different form would be left over).
             if self._index.photos.get(facts.photo_id) is not None:
                 self._audit.record(event(duplicate))
                 return IngestOutcome.DUPLICATE
