@@ -19,27 +19,27 @@ import io
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import ConsoleMessage, Page, Response, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page, sync_playwright
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from arkiv.audit import Actor
 from arkiv.config import ConfigError, Settings
 from arkiv.services import Archive
 from storage.records import AuditEvent, AuditQuery
+from tests.browser import Traffic, chromium
 from tests.conftest import PASSWORD, RunningArchive, _start_archive
 from tests.dicom_factory import DX_PRESENTATION, Spec, encode, make_dataset
 from viewer.app import create_app
 
 OHIF = Path(__file__).parent / "ohif"
 DIST = OHIF / "node_modules" / "@ohif" / "app" / "dist"
-CHROMIUM = Path("/usr/bin/chromium")
 USER = "tannlege"
 PUBLIC_URL = "/ohif/"
 QUERY = "110112"
@@ -134,12 +134,6 @@ def ohif_build(directory: Path) -> Path:
     return directory
 
 
-def chromium() -> str:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run .ci/install-system-packages (Debian chromium)")
-    return str(CHROMIUM)
-
-
 @pytest.fixture
 def archive_with_ohif(tmp_path: Path) -> Iterator[RunningArchive]:
     build = ohif_build(tmp_path / "ohif")
@@ -151,21 +145,8 @@ def archive_with_ohif(tmp_path: Path) -> Iterator[RunningArchive]:
 
 
 @dataclass
-class Traffic:
-    """What the browser asked the archive for, and what the page complained about."""
-
-    base_url: str
-    answers: list[tuple[str, str, int]] = field(default_factory=list)
-    console: list[str] = field(default_factory=list)
-
-    def record(self, response: Response) -> None:
-        if response.url.startswith(self.base_url):
-            self.answers.append((response.request.method, response.url, response.status))
-
-    def complain(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            where = message.location.get("url", "")
-            self.console.append(f"{message.type}: {message.text} ({where})")
+class OhifTraffic(Traffic):
+    """What OHIF asked the archive for: its DICOMweb and WADO requests first in a report."""
 
     def data_requests(self) -> list[tuple[str, str, int]]:
         return [a for a in self.answers if "/dicom-web/" in a[1] or "/wado" in a[1]]
@@ -196,7 +177,7 @@ def viewport_pixels(page: Page) -> np.ndarray:
     return grey[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4]
 
 
-def wait_for_image(page: Page, traffic: Traffic, timeout: float = 60.0) -> np.ndarray:
+def wait_for_image(page: Page, traffic: OhifTraffic, timeout: float = 60.0) -> np.ndarray:
     deadline = time.monotonic() + timeout
     page.wait_for_selector("canvas.cornerstone-canvas", timeout=timeout * 1000)
     while True:
@@ -217,7 +198,7 @@ def test_ohif_lists_and_displays_the_archived_studies(
 ) -> None:
     running = archive_with_ohif
     base = running.base_url
-    traffic = Traffic(base)
+    traffic = OhifTraffic(base)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:

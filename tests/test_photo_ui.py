@@ -11,32 +11,25 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import ConsoleMessage, FilePayload, Page, Response, sync_playwright
+from playwright.sync_api import FilePayload, Page, sync_playwright
 
 from arkiv.audit import Actor
 from storage.records import AuditQuery
+from tests.browser import Traffic, chromium
 from tests.conftest import PASSWORD, RunningArchive, _start_archive
 from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
 from tests.media_factory import mp4
 
-CHROMIUM = Path("/usr/bin/chromium")
 USER = "tannlege"
 PATIENT_ID = synthetic_national_id(date(1988, 5, 17), 120)
 SENSOR = Actor(name="SENSOR", kind="dicom-ae", county="vestfold", address="127.0.0.1")
 ACCESSED = "110103"
-
-
-def chromium() -> str:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run .ci/install-system-packages (Debian chromium)")
-    return str(CHROMIUM)
 
 
 def clinic_photo(seed: int) -> bytes:
@@ -52,27 +45,6 @@ def clinic_photo(seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
-
-
-@dataclass
-class Traffic:
-    """What the browser asked the archive for, and what the pages complained about."""
-
-    base_url: str
-    answers: list[tuple[str, str, int]] = field(default_factory=list)
-    console: list[str] = field(default_factory=list)
-
-    def record(self, response: Response) -> None:
-        if response.url.startswith(self.base_url):
-            self.answers.append((response.request.method, response.url, response.status))
-
-    def complain(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            self.console.append(f"{message.type}: {message.text}")
-
-    def report(self) -> str:
-        lines = [f"{status} {method} {url}" for method, url, status in self.answers]
-        return "\n".join(["requests:", *lines, "console:", *self.console[-40:]])
 
 
 @pytest.fixture
