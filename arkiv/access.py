@@ -32,6 +32,7 @@ from storage.blobs import BlobStore
 from storage.errors import BlobNotFound, StorageError
 from storage.index import Index
 from storage.records import (
+    BlobRef,
     PatientSummary,
     SeriesSummary,
     StoredInstance,
@@ -282,19 +283,13 @@ class AccessService:
 
     def read_bytes(self, principal: Principal, instance: StoredInstance) -> bytes:
         """The stored object, whole, after checking it against the SHA-256 taken at ingest."""
-        try:
-            data = self._blobs.read(instance.blob.key)
-        except BlobNotFound as exc:
-            self._alert(principal, instance, "stored object is missing from the blob store")
-            raise IntegrityError(f"instance {instance.sop_uid} is missing from storage") from exc
-        except StorageError as exc:
-            raise ArchiveUnavailable(f"cannot read instance {instance.sop_uid}: {exc}") from exc
-        if hashlib.sha256(data).hexdigest() != instance.blob.sha256:
-            self._alert(principal, instance, "stored object does not match its SHA-256")
-            raise IntegrityError(
-                f"instance {instance.sop_uid} failed its integrity check and was not served"
-            )
-        return data
+        return read_verified(
+            self._blobs,
+            instance.blob,
+            f"instance {instance.sop_uid}",
+            "object",
+            lambda what: self._alert(principal, instance, what),
+        )
 
     def render(
         self, principal: Principal, instance: StoredInstance, request: RenderRequest
@@ -303,17 +298,58 @@ class AccessService:
 
     def _alert(self, principal: Principal, instance: StoredInstance, what: str) -> None:
         log.error("integrity: %s: %s (%s)", instance.sop_uid, what, instance.blob.key)
-        self._audit.record(
-            Event(
-                EventType.SECURITY_ALERT,
-                "E",
-                principal.actor(),
-                outcome=Outcome.SERIOUS_FAILURE,
-                outcome_description=what,
-                patient_ids=(instance.patient_id,),
-                study_uids=(instance.study_uid,),
-                object_count=1,
-                counties=(instance.county,),
-                details={"sop_uid": instance.sop_uid, "blob_key": instance.blob.key},
-            )
+        integrity_alert(
+            self._audit,
+            principal,
+            what,
+            patient_id=instance.patient_id,
+            county=instance.county,
+            study_uids=(instance.study_uid,),
+            details={"sop_uid": instance.sop_uid, "blob_key": instance.blob.key},
         )
+
+
+def read_verified(
+    blobs: BlobStore, blob: BlobRef, subject: str, kind: str, alert: Callable[[str], None]
+) -> bytes:
+    """`blob`'s bytes, whole, after checking them against the SHA-256 recorded when they were
+    stored. Missing or different bytes are reported through `alert` (a Security Alert) and never
+    served; `subject` ("instance …", "photo …") and `kind` ("object") name them in messages."""
+    try:
+        data = blobs.read(blob.key)
+    except BlobNotFound as exc:
+        alert(f"stored {kind} is missing from the blob store")
+        raise IntegrityError(f"{subject} is missing from storage") from exc
+    except StorageError as exc:
+        raise ArchiveUnavailable(f"cannot read {subject}: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != blob.sha256:
+        alert(f"stored {kind} does not match its SHA-256")
+        raise IntegrityError(f"{subject} failed its integrity check and was not served")
+    return data
+
+
+def integrity_alert(
+    audit: AuditLog,
+    principal: Principal,
+    what: str,
+    *,
+    patient_id: str,
+    county: str,
+    study_uids: tuple[str, ...],
+    details: dict[str, Any],
+) -> None:
+    """The Security Alert (serious failure) recorded when stored bytes are missing or changed."""
+    audit.record(
+        Event(
+            EventType.SECURITY_ALERT,
+            "E",
+            principal.actor(),
+            outcome=Outcome.SERIOUS_FAILURE,
+            outcome_description=what,
+            patient_ids=(patient_id,),
+            study_uids=study_uids,
+            object_count=1,
+            counties=(county,),
+            details=details,
+        )
+    )

@@ -9,18 +9,17 @@ grouped like frame reads (`arkiv.access.AccessGroups`): the first in a window is
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
-from arkiv.access import AccessGroups, IntegrityError, reach
+from arkiv.access import AccessGroups, integrity_alert, reach, read_verified
 from arkiv.accounts import Principal, Role
 from arkiv.audit import AuditLog, Event, EventType, Outcome
 from arkiv.authorization import require_image_read
 from arkiv.break_glass import BreakGlassService
 from arkiv.errors import ArchiveUnavailable, BreakGlassRequired, NotFound
 from storage.blobs import BlobStore
-from storage.errors import BlobNotFound, StorageError
+from storage.errors import StorageError
 from storage.index import Index
 from storage.records import BlobRef, PatientRecord, PhotoQuery, PhotoRecord
 
@@ -151,19 +150,13 @@ class PhotoAccess:
     def read(self, principal: Principal, photo: PhotoRecord, role: str) -> bytes:
         """A stored rendition, whole, checked against the SHA-256 taken at upload."""
         blob = self._blob(photo, role)
-        try:
-            data = self._blobs.read(blob.key)
-        except BlobNotFound as exc:
-            self._alert(principal, photo, blob, "stored photo rendition is missing")
-            raise IntegrityError(f"photo {photo.photo_id} is missing from storage") from exc
-        except StorageError as exc:
-            raise ArchiveUnavailable(f"cannot read photo {photo.photo_id}: {exc}") from exc
-        if hashlib.sha256(data).hexdigest() != blob.sha256:
-            self._alert(principal, photo, blob, "stored photo rendition does not match its SHA-256")
-            raise IntegrityError(
-                f"photo {photo.photo_id} failed its integrity check and was not served"
-            )
-        return data
+        return read_verified(
+            self._blobs,
+            blob,
+            f"photo {photo.photo_id}",
+            "photo rendition",
+            lambda what: self._alert(principal, photo, blob, what),
+        )
 
     def read_range(self, photo: PhotoRecord, role: str, start: int, length: int) -> bytes:
         """Part of a stored rendition (a video seek). A part cannot be checked against the whole
@@ -189,18 +182,14 @@ class PhotoAccess:
 
     def _alert(self, principal: Principal, photo: PhotoRecord, blob: BlobRef, what: str) -> None:
         log.error("integrity: photo %s: %s (%s)", photo.photo_id, what, blob.key)
-        self._audit.record(
-            Event(
-                EventType.SECURITY_ALERT,
-                "E",
-                principal.actor(),
-                outcome=Outcome.SERIOUS_FAILURE,
-                outcome_description=what,
-                patient_ids=(photo.patient_id,),
-                object_count=1,
-                counties=(photo.county,),
-                details={"photo_id": photo.photo_id, "blob_key": blob.key},
-            )
+        integrity_alert(
+            self._audit,
+            principal,
+            what,
+            patient_id=photo.patient_id,
+            county=photo.county,
+            study_uids=(),
+            details={"photo_id": photo.photo_id, "blob_key": blob.key},
         )
 
 
