@@ -146,7 +146,8 @@ class IngestService:
         facts = photo.facts
         blobs: dict[str, BlobRef] = {}
         wrapper: tuple[ParsedObject, BlobRef] | None = None
-        original_sha256 = _sha256(photo.renditions["original"][0])
+        digests = {role: _sha256(data) for role, (data, _ext) in photo.renditions.items()}
+        original_sha256 = digests["original"]
         source = f"{actor.kind}:{actor.name}@{actor.address}"
         details = {**photo.details, "photo_id": facts.photo_id, "sha256": original_sha256}
 
@@ -173,7 +174,7 @@ class IngestService:
             raise ArchiveUnavailable(f"the photo could not be checked: {exc}") from exc
         try:
             for role, (data, extension) in photo.renditions.items():
-                sha256 = _sha256(data)
+                sha256 = digests[role]
                 key = media_key(facts.photo_id, role, sha256, extension)
                 self._blobs.put(key, data, sha256)
                 blobs[role] = BlobRef(key=key, size=len(data), sha256=sha256)
