@@ -250,7 +250,8 @@ def test_one_node_signs_and_the_other_takes_over_when_it_stops(
         assert first.index.latest_checkpoint_seq() == first.index.audit_head()[0]
         wait_until(lambda: duties[1].running, 5, "the other node to take over")
         wait_until(_signed_through(second, _record(second, 4)), what="the new holder to sign")
-        assert _notes(second)
+        # The note file is written just after the checkpoint row commits, so wait for it too.
+        wait_until(lambda: bool(_notes(second)), 5, "the new holder's note file")
 
         public = load_or_create_signing_key(key).public_key()
         report = verify_stored_checkpoints(second.index, NoteVerifier(public))
