@@ -6,29 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from arkiv.dental_layout import teeth_of
+from arkiv.json_values import text, values
 from arkiv.photo_dicom import CATEGORY_LABELS
-from arkiv.teeth import tooth_from_code
 
 DicomJson = dict[str, Any]
 
+__all__ = ["category", "note", "taken_at", "teeth", "text", "values"]
+
 _EXTRAORAL_REGIONS = {"774007", "69536005", "89545001", "T-D1000", "T-D1200"}
 """Head and neck, head, face (SNOMED CT, and the old SRT codes): extra-oral views."""
-
-
-def values(dataset: DicomJson, tag: str) -> list[Any]:
-    element = dataset.get(tag)
-    found = element.get("Value", []) if isinstance(element, dict) else []
-    return found if isinstance(found, list) else []
-
-
-def text(dataset: DicomJson, tag: str) -> str:
-    found = values(dataset, tag)
-    if not found:
-        return ""
-    value = found[0]
-    if isinstance(value, dict):  # a person name
-        value = value.get("Alphabetic", "")
-    return str(value).strip()
 
 
 def _codes(dataset: DicomJson, tag: str) -> list[tuple[str, str]]:
@@ -41,8 +28,7 @@ def _codes(dataset: DicomJson, tag: str) -> list[tuple[str, str]]:
 
 def teeth(dataset: DicomJson) -> list[int]:
     """FDI numbers from Primary Anatomic Structure Sequence (codes of CID 4018/4019)."""
-    found = (tooth_from_code(scheme, value) for scheme, value in _codes(dataset, "00082228"))
-    return sorted({t for t in found if t is not None})
+    return list(teeth_of(dataset))
 
 
 def category(dataset: DicomJson) -> str:
