@@ -15,6 +15,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
@@ -82,13 +83,13 @@ def extract_frames(data: bytes, numbers: Sequence[int], decode: bool) -> Frames:
             raise InvalidObject(f"the pixel data of this instance is malformed: {exc}") from exc
         return Frames(frames, str(syntax), encapsulated=True)
     if syntax.is_compressed:
+        # Only the frames asked for are decoded: a viewer scrolling a CBCT asks for one slice
+        # at a time, and decoding the whole volume for each would make scrolling crawl.
         try:
-            pixels = ds.pixel_array
+            decoded = [pixel_array(ds, index=n - 1).tobytes() for n in numbers]
         except Exception as exc:  # missing decoder or corrupt codestream
             raise InvalidObject(f"the frames of this instance cannot be decoded: {exc}") from exc
-        if count == 1:
-            return Frames([pixels.tobytes()], "1.2.840.10008.1.2.1", encapsulated=False)
-        return Frames([pixels[n - 1].tobytes() for n in numbers], "1.2.840.10008.1.2.1", False)
+        return Frames(decoded, "1.2.840.10008.1.2.1", encapsulated=False)
     raw = bytes(ds.PixelData)
     size = _native_frame_bytes(ds)
     if size * count > len(raw):
