@@ -16,8 +16,10 @@ from arkiv.commitment import CommitmentService
 from arkiv.config import Settings
 from arkiv.consistency import ConsistencyService
 from arkiv.ingest import IngestService
+from arkiv.patient_view import PatientViewService
 from arkiv.photo_access import PhotoAccess
 from arkiv.photos import PhotoService
+from arkiv.study_view import StudyViewService
 from storage.blobs import BlobStore, FileBlobStore
 from storage.errors import StorageError
 from storage.index import Index
@@ -53,6 +55,10 @@ class Archive:
             ),
         )
         self.ingest.on_stored(self.photos.register_dicom)
+        self.study_view = StudyViewService(self.index, self.access)
+        self.patient_view = PatientViewService(
+            self.index, self.audit, self.access, self.photos.access, self.break_glass
+        )
         self.audit_review = AuditReviewService(self.index, self.audit, settings)
         self.audit_forwarder: SyslogForwarder | None = None
         """Set in the process holding the audit duties (`arkiv.audit_duties`), for monitoring."""

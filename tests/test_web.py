@@ -484,29 +484,30 @@ def test_a_search_that_finds_nothing_says_so(site: Site) -> None:
     assert "Ingen treff." in response.text
 
 
-def test_study_page_shows_a_thumbnail_of_every_image(site: Site) -> None:
+def test_study_page_is_the_viewer_of_that_study(site: Site) -> None:
     specs = site.ase[0]
     with sign_in(site.running, "tannlege") as client:
         response = client.get(f"/studies/{specs[0].study_uid}", headers=HTML)
         assert response.status_code == 200
-        sources, hrefs = links(response.text, "src"), links(response.text, "href")
-        for spec in specs:
-            assert f"/dicom-web{instance_path(spec)}/thumbnail" in sources
-            assert instance_path(spec) in hrefs
-        thumbnail = client.get(f"/dicom-web{instance_path(specs[0])}/thumbnail")
+        assert f'data-doc-url="/api/studies/{specs[0].study_uid}/viewer"' in response.text
+        assert "/static/viewer.js" in links(response.text, "src")
+        document = client.get(f"/api/studies/{specs[0].study_uid}/viewer")
+        assert document.status_code == 200
+        thumbnails = [image["thumbnail_url"] for image in document.json()["images"]]
+        assert sorted(thumbnails) == sorted(
+            f"/dicom-web{instance_path(spec)}/thumbnail" for spec in specs
+        )
+        thumbnail = client.get(thumbnails[0])
         assert thumbnail.status_code == 200
         assert thumbnail.headers["content-type"] == "image/jpeg"
 
 
-def test_image_page_shows_the_rendered_image(site: Site) -> None:
+def test_image_page_opens_the_viewer_on_that_image(site: Site) -> None:
     spec = site.bjorn[0]
     with sign_in(site.running, "tannlege") as client:
         response = client.get(instance_path(spec), headers=HTML)
         assert response.status_code == 200
-        rendered = f"/dicom-web{instance_path(spec)}/rendered"
-        assert re.search(rf'<img[^>]*id="image"[^>]*src="{re.escape(rendered)}"', response.text)
-        image = client.get(rendered, headers={"Accept": "image/*"})
-        assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+        assert f'data-initial-image="{spec.sop_uid}"' in response.text
 
 
 def test_opening_pages_is_audited(site: Site) -> None:

@@ -28,10 +28,12 @@ from viewer.routers import (
     health,
     oidc,
     pages,
+    patient_pages,
     photo_pages,
     photos,
     qido,
     stow,
+    study_viewer,
     wado_uri,
 )
 
@@ -66,6 +68,8 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(break_glass_api.router)
     app.include_router(admin.router)
     app.include_router(pages.router)
+    app.include_router(study_viewer.router)
+    app.include_router(patient_pages.router)
     if archive.settings.ohif_dir:
         mount_ohif(app, Path(archive.settings.ohif_dir))
     hsts = archive.settings.web_tls

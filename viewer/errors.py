@@ -11,6 +11,7 @@ from arkiv.errors import (
     ArkivError,
     AuditUnavailable,
     AuthenticationFailed,
+    BreakGlassRequired,
     Forbidden,
     InvalidObject,
     InvalidQuery,
@@ -68,7 +69,10 @@ def install(app: FastAPI) -> None:
             headers["Retry-After"] = str(exc.retry_after)
         elif status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="arkiv", charset="UTF-8"'
-        return JSONResponse({"reason": str(exc)}, status_code=status, headers=headers)
+        body: dict[str, object] = {"reason": str(exc)}
+        if isinstance(exc, BreakGlassRequired):  # what a client needs to offer break the glass
+            body["break_glass"] = {"counties": list(exc.counties)}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def handle_validation(request: Request, exc: Exception) -> Response:
         """Parameters FastAPI could not parse: the archive's own 400 with a readable reason."""

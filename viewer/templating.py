@@ -1,5 +1,7 @@
-"""Jinja templates, with what every page needs: the session's CSRF token for its forms."""
+"""Jinja templates, with what every page needs: the session's CSRF token for its forms, and the
+language with its texts (`t("key")`)."""
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -7,13 +9,17 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from viewer.dependencies import csrf_token
+from viewer.i18n import language, translate
 
 
 def _page_context(request: Request) -> dict[str, Any]:
     archive = getattr(request.app.state, "archive", None)
+    lang = language(request)
     return {
         "csrf": csrf_token(request),
         "oidc_enabled": bool(archive and archive.settings.oidc_enabled),
+        "lang": lang,
+        "t": partial(translate, lang),
     }
 
 

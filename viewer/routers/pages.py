@@ -14,10 +14,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from arkiv.accounts import Principal, Role
 from arkiv.authorization import require_image_search
-from arkiv.dicom_object import is_valid_uid
 from arkiv.errors import InvalidQuery, NotFound
 from arkiv.services import Archive
-from storage.records import SeriesSummary, StudyQuery, StudySummary
+from storage.records import PatientRecord, SeriesSummary, StudyQuery, StudySummary
 from viewer.dependencies import ArchiveDep, PrincipalDep
 from viewer.routers.auth import home_of
 from viewer.templating import templates
@@ -25,18 +24,13 @@ from viewer.templating import templates
 router = APIRouter()
 
 
-def _uid(value: str) -> str:
-    if not is_valid_uid(value):
-        raise NotFound("no such study, series or instance")
-    return value
-
-
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, archive: ArchiveDep, principal: PrincipalDep) -> Response:
     if principal.role is not Role.CLINICIAN and home_of(principal.role) != "/":
         return RedirectResponse(home_of(principal.role), status_code=303)
     require_image_search(principal)
-    return _search_page(request, archive, principal, None, {})
+    recent = archive.patient_view.recent(principal)
+    return _search_page(request, archive, principal, None, {}, recent=recent)
 
 
 def _search_page(
@@ -49,6 +43,7 @@ def _search_page(
     error: str = "",
     offer: tuple[str, tuple[str, ...]] | None = None,
     status_code: int = 200,
+    recent: list[PatientRecord] | None = None,
 ) -> Response:
     return templates.TemplateResponse(
         request,
@@ -63,6 +58,7 @@ def _search_page(
             "reasons": archive.break_glass.reasons(),
             "grant_hours": f"{archive.settings.break_glass_minutes / 60:g}",
             "grants": archive.break_glass.active_grants(principal),
+            "recent": recent,
             "patient_keys": {
                 patient_id: archive.photos.patient_key(patient_id) for patient_id in patients or {}
             },
@@ -157,42 +153,3 @@ def break_glass(
             status_code=400,
         )
     return _search(request, archive, principal, {"patient_id": patient_id.strip()})
-
-
-@router.get("/studies/{study_uid}", response_class=HTMLResponse)
-def study_page(
-    request: Request, archive: ArchiveDep, principal: PrincipalDep, study_uid: str
-) -> Response:
-    found = archive.access.instances_for_read(principal, "study page", _uid(study_uid))
-    by_series: OrderedDict[str, list[object]] = OrderedDict()
-    for inst in found:
-        by_series.setdefault(inst.series_uid, []).append(inst)
-    return templates.TemplateResponse(
-        request,
-        "study.html",
-        {
-            "user": principal,
-            "study_uid": study_uid,
-            "series": by_series,
-            "patient_id": found[0].patient_id,
-        },
-    )
-
-
-@router.get(
-    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}", response_class=HTMLResponse
-)
-def image_page(
-    request: Request,
-    archive: ArchiveDep,
-    principal: PrincipalDep,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-) -> Response:
-    found = archive.access.instances_for_read(
-        principal, "image page", _uid(study_uid), _uid(series_uid), _uid(sop_uid)
-    )
-    return templates.TemplateResponse(
-        request, "image.html", {"user": principal, "instance": found[0]}
-    )

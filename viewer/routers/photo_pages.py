@@ -78,7 +78,7 @@ class PhotoView:
         return " · ".join(part for part in parts if part)
 
 
-def _date_label(iso: str) -> str:
+def date_label(iso: str) -> str:
     """ "2026-11-20" or "20261120" as Norwegians write it: 20.11.2026."""
     digits = iso.replace("-", "")[:8]
     if len(digits) == 8 and digits.isdigit():
@@ -106,7 +106,7 @@ def photo_view(record: PhotoRecord) -> PhotoView:
         category_label=CATEGORIES.get(facts.category, facts.category),
         teeth=" ".join(str(t) for t in facts.teeth),
         day=day,
-        day_label=_date_label(day),
+        day_label=date_label(day),
         time=facts.taken_at[11:16],
         note=facts.note,
         filename=facts.filename,
@@ -121,7 +121,7 @@ def patient_view(key: int, patient: PatientLike) -> PatientView:
         key=key,
         patient_id=patient.patient_id,
         name=patient.name.replace("^", ", ").strip(", "),
-        birth_date=_date_label(patient.birth_date),
+        birth_date=date_label(patient.birth_date),
         county=patient.county.capitalize(),
     )
 
@@ -145,7 +145,7 @@ def _category_filter(value: str) -> str | None:
     return value
 
 
-def _tooth_filter(value: str) -> int | None:
+def tooth_filter(value: str) -> int | None:
     value = value.strip()
     if not value:
         return None
@@ -166,7 +166,7 @@ def gallery_page(
     """A patient's photos and videos on a timeline. The filters go to the service, so what was
     asked for is what the audit event records."""
     chosen_category = _category_filter(category)
-    chosen_tooth = _tooth_filter(tooth)
+    chosen_tooth = tooth_filter(tooth)
     patient, records = archive.photos.gallery(
         principal, patient_pk, category=chosen_category, tooth=chosen_tooth
     )
