@@ -84,7 +84,13 @@ def _reads(spec: Spec) -> dict[str, str]:
         "study page": f"/studies/{spec.study_uid}",
         "image page": f"/studies/{spec.study_uid}/series/{spec.series_uid}"
         f"/instances/{spec.sop_uid}",
+        "viewer document": f"/api/studies/{spec.study_uid}/viewer",
     }
+
+
+_VIEWER = ("study page", "image page", "viewer document")
+"""The clinician's viewer: another county's clinician is sent to break the glass (403 naming the
+county) rather than told the study does not exist; every other reader sees a missing object."""
 
 
 # Reading a Vestfold object: the Vestfold clinician and the reading service account may; the
@@ -94,6 +100,7 @@ OWN_READ = {
     "svc_search": 403, "svc_read": 200, "anon": 401,
 }  # fmt: skip
 QIDO_SERIES = {**OWN_READ, "svc_search": 200, "clin_b": 200}  # a search: empty for clin_b
+VIEWER_READ = {**OWN_READ, "clin_b": 403}  # break the glass
 SEARCH = {
     "clin_v": 200, "clin_b": 200, "aud_v": 403, "aud_b": 403, "joint": 403, "admin": 403,
     "svc_search": 200, "svc_read": 200, "anon": 401,
@@ -111,7 +118,11 @@ ADMIN = {
 
 def _cases() -> list[tuple[str, str, dict[str, int]]]:
     cases = [
-        (name, path, QIDO_SERIES if name == "qido series" else OWN_READ)
+        (
+            name,
+            path,
+            QIDO_SERIES if name == "qido series" else VIEWER_READ if name in _VIEWER else OWN_READ,
+        )
         for name, path in _reads(VESTFOLD_PATIENT).items()
     ]
     cases += [
@@ -169,6 +180,10 @@ def test_another_countys_object_ids_answer_like_missing_ones(world: World, who: 
             response = client.get(path)
             if name == "qido series":
                 assert response.status_code == 200 and response.json() == [], name
+                continue
+            if name in _VIEWER and who == "clin_v":
+                assert response.status_code == 403, name
+                assert response.json()["break_glass"] == {"counties": ["buskerud"]}, name
                 continue
             assert response.status_code == 404, name
             missing = client.get(path.replace(BUSKERUD_PATIENT.study_uid, "1.2.3.4.5"))

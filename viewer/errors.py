@@ -46,7 +46,8 @@ _STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
-def _wants_html(request: Request) -> bool:
+def wants_html(request: Request) -> bool:
+    """A browser navigating to a page (not a script or client calling an API)."""
     return "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
         ("/dicom-web", "/api", "/wado")
     )
@@ -61,7 +62,7 @@ def status_for(exc: Exception) -> int:
 
 def install(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, NotSignedIn) and _wants_html(request):
+        if isinstance(exc, NotSignedIn) and wants_html(request):
             return RedirectResponse("/login", status_code=303)
         status = status_for(exc)
         headers: dict[str, str] = {"Cache-Control": "no-store"}

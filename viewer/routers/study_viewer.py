@@ -19,6 +19,7 @@ from arkiv.dicom_object import is_valid_uid
 from arkiv.errors import BreakGlassRequired, NotFound
 from arkiv.services import Archive
 from viewer.dependencies import ArchiveDep, PrincipalDep
+from viewer.errors import wants_html
 from viewer.i18n import language, messages, translate
 from viewer.templating import templates
 
@@ -46,6 +47,8 @@ def _viewer_page(
         try:
             archive.study_view.offer_break_glass(principal, study_uid)
         except BreakGlassRequired as exc:
+            if not wants_html(request):
+                raise
             return templates.TemplateResponse(
                 request,
                 "break_glass_needed.html",
