@@ -71,3 +71,10 @@ bench-photos: system-packages minio $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The clinician's viewer in headless Chromium: click on a study to its first full-resolution
+# image (an 18-image full-mouth series and a panoramic), embedded and on PostgreSQL + MinIO, and
+# the window/level frame rate on the panoramic (ARGS="--rounds 3" for a quick look).
+.PHONY: bench-viewer
+bench-viewer: system-packages minio $(STAMP)
+	$(VENV)/bin/python -m bench.viewer $(ARGS)
