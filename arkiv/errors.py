@@ -53,6 +53,10 @@ class BreakGlassRequired(Forbidden):
     """The patient's images belong to another county; the user may ask for time-limited access
     with a reason (break the glass)."""
 
-    def __init__(self, message: str, counties: tuple[str, ...]) -> None:
+    def __init__(
+        self, message: str, counties: tuple[str, ...], patient_key: int | None = None
+    ) -> None:
         super().__init__(message)
         self.counties = counties
+        self.patient_key = patient_key
+        """The patient's opaque key, so a page can offer the grant without the national ID."""

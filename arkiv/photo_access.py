@@ -59,6 +59,7 @@ class PhotoAccess:
                 "this patient's records belong to another county; take extended access "
                 "(break the glass) with a reason first",
                 tuple(sorted(counties)),
+                patient.pk,
             )
         raise NotFound("no such patient")
 

@@ -129,10 +129,12 @@ class StudyViewService:
             return
         owned = self._index.find_studies(StudyQuery(study_uids=(study_uid,), limit=1))
         if owned and owned[0].county != principal.county.value:
+            patient = self._index.photos.patient_by_national_id(owned[0].patient_id)
             raise BreakGlassRequired(
-                f"this study belongs to {owned[0].county.capitalize()}: search for the patient "
-                "by national ID and take extended access (break the glass) with a reason first",
+                f"this study belongs to {owned[0].county.capitalize()}: take extended access "
+                "to the patient (break the glass) with a reason first",
                 (owned[0].county,),
+                patient.pk if patient else None,
             )
 
     def _priors(

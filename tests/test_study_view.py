@@ -20,7 +20,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from arkiv.accounts import Principal, Role
+from arkiv.accounts import Role
 from arkiv.audit import Actor
 from arkiv.counties import County
 from arkiv.teeth import tooth_code
@@ -232,13 +232,34 @@ def test_another_countys_clinician_is_sent_to_break_the_glass(site: Site) -> Non
     assert refused, "the refused reads are in the audit log"
 
 
-def test_after_breaking_the_glass_the_study_opens(site: Site) -> None:
-    principal = Principal("tmlege", Role.CLINICIAN, County.TELEMARK, "127.0.0.1")
+def test_after_breaking_the_glass_on_the_refusal_page_the_study_opens(site: Site) -> None:
+    study_page = f"/studies/{site.current_study}"
     reason = next(iter(site.running.archive.break_glass.reasons()))
-    site.running.archive.break_glass.grant(principal, INGRID, reason)
     with client(site, "tmlege") as browser:
+        page = browser.get(study_page, headers=HTML)
+        assert page.status_code == 403
+        key = re.search(r'name="patient_key" value="(\d+)"', page.text)
+        assert key and INGRID not in page.text, "the form names the patient by key only"
+        no_reason = browser.post(
+            "/break-glass",
+            data={"patient_key": key.group(1), "reason": "", "next": study_page},
+        )
+        assert no_reason.status_code == 400, "a reason is required"
+        granted = browser.post(
+            "/break-glass",
+            data={"patient_key": key.group(1), "reason": reason, "next": "//elsewhere.example/"},
+        )
+        assert granted.status_code == 200, "another site is never a place to go back to"
+        back = browser.post(
+            "/break-glass",
+            data={"patient_key": key.group(1), "reason": reason, "next": study_page},
+        )
+        assert back.status_code == 303 and back.headers["location"] == study_page
+        assert browser.get(study_page, headers=HTML).status_code == 200
         assert browser.get(f"/api/studies/{site.current_study}/viewer").status_code == 200
         assert browser.get(f"/patients/{_key(site)}", headers=HTML).status_code == 200
+    grants = [e for e in events(site, actor="tmlege") if e.details.get("break_glass")]
+    assert grants, "the grant and the reads under it are audited as break the glass"
 
 
 def test_auditors_and_unknown_studies_get_no_viewer(site: Site) -> None:

@@ -17,6 +17,7 @@ from arkiv.authorization import require_image_search
 from arkiv.errors import InvalidQuery, NotFound
 from arkiv.services import Archive
 from storage.records import PatientRecord, SeriesSummary, StudyQuery, StudySummary
+from viewer.break_glass_page import local_path
 from viewer.dependencies import ArchiveDep, PrincipalDep
 from viewer.routers.auth import home_of
 from viewer.templating import templates
@@ -135,13 +136,21 @@ def break_glass(
     request: Request,
     archive: ArchiveDep,
     principal: PrincipalDep,
-    patient_id: Annotated[str, Form(max_length=64)],
+    patient_id: Annotated[str, Form(max_length=64)] = "",
+    patient_key: Annotated[int | None, Form()] = None,
     reason: Annotated[str, Form(max_length=32)] = "",
     free_text: Annotated[str, Form(max_length=500)] = "",
+    next_url: Annotated[str, Form(alias="next", max_length=500)] = "",
 ) -> Response:
-    """Take extended access to one patient, then show that patient's studies in all counties."""
+    """Take extended access to one patient (named by national ID from the search, or by key
+    from the page that refused), then go back to that page, or show the patient's studies in
+    all counties."""
+    chosen = patient_id.strip()
+    if not chosen and patient_key is not None:
+        patient = archive.index.photos.patient(patient_key)
+        chosen = patient.patient_id if patient else ""
     try:
-        archive.break_glass.grant(principal, patient_id.strip(), reason, free_text)
+        archive.break_glass.grant(principal, chosen, reason, free_text)
     except (InvalidQuery, NotFound) as exc:
         return _search_page(
             request,
@@ -152,4 +161,7 @@ def break_glass(
             error=str(exc),
             status_code=400,
         )
-    return _search(request, archive, principal, {"patient_id": patient_id.strip()})
+    back = local_path(next_url)
+    if back:
+        return RedirectResponse(back, status_code=303)
+    return _search(request, archive, principal, {"patient_id": chosen})

@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from arkiv.errors import BreakGlassRequired, InvalidQuery
 from arkiv.patient_view import TimelineStudy
+from viewer.break_glass_page import break_glass_page
 from viewer.dependencies import ArchiveDep, PrincipalDep
-from viewer.errors import wants_html
 from viewer.routers.photo_pages import PhotoView, date_label, patient_view, photo_view, tooth_filter
 from viewer.templating import templates
 
@@ -60,14 +60,7 @@ def patient_page(
             principal, patient_key, chosen_modality, chosen_tooth
         )
     except BreakGlassRequired as exc:
-        if not wants_html(request):
-            raise
-        return templates.TemplateResponse(
-            request,
-            "break_glass_needed.html",
-            {"user": principal, "counties": exc.counties},
-            status_code=403,
-        )
+        return break_glass_page(request, archive, principal, exc)
     days = [
         DayView(
             day.date,

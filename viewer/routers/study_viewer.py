@@ -18,8 +18,8 @@ from arkiv.accounts import Principal
 from arkiv.dicom_object import is_valid_uid
 from arkiv.errors import BreakGlassRequired, NotFound
 from arkiv.services import Archive
+from viewer.break_glass_page import break_glass_page
 from viewer.dependencies import ArchiveDep, PrincipalDep
-from viewer.errors import wants_html
 from viewer.i18n import language, messages, translate
 from viewer.templating import templates
 
@@ -47,14 +47,7 @@ def _viewer_page(
         try:
             archive.study_view.offer_break_glass(principal, study_uid)
         except BreakGlassRequired as exc:
-            if not wants_html(request):
-                raise
-            return templates.TemplateResponse(
-                request,
-                "break_glass_needed.html",
-                {"user": principal, "counties": exc.counties},
-                status_code=403,
-            )
+            return break_glass_page(request, archive, principal, exc)
         raise
     return templates.TemplateResponse(
         request,
