@@ -135,12 +135,14 @@ class PatientViewService:
         )
         granted = set(self._break_glass.granted_patient_ids(principal))
         patients: OrderedDict[str, PatientRecord] = OrderedDict()
+        seen: set[str] = set()
         for event in events:
             if event.actor_kind != "user" or event.outcome != 0:
                 continue
             for patient_id in event.patient_ids:
-                if patient_id in patients or len(patients) >= most:
+                if patient_id in seen or len(patients) >= most:
                     continue
+                seen.add(patient_id)
                 patient = self._index.photos.patient_by_national_id(patient_id)
                 if patient is None:
                     continue
