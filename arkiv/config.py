@@ -71,6 +71,9 @@ class Settings:
     health_port: int = 0
     """HTTP port of /healthz, /readyz and /metrics on a node running `arkiv dicom` alone, for
     its load balancer and monitoring (0: none; with the web app they are on http_port)."""
+    drain_token_file: str = ""
+    """A file holding the bearer token that `POST /node/drain` needs (the operator's rolling
+    restart has it); empty: draining over HTTP is off."""
     dicom_workers: int = 0
     """Processes accepting DICOM associations on one port; 0 means two per core, up to 4."""
     session_hours: float = 8.0

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import uvicorn
@@ -34,6 +35,9 @@ class StartupError(RuntimeError):
 
 
 _WORKER_STOP_SECONDS = 15
+_DRAIN_SIGNAL = signal.SIGUSR1
+"""From the main process to its DICOM workers: stop accepting, finish, exit."""
+_DRAIN_POLL_SECONDS = 0.2
 
 
 def run(settings: Settings, *, dicom: bool, web: bool) -> int:
@@ -66,6 +70,8 @@ def run(settings: Settings, *, dicom: bool, web: bool) -> int:
             node.start_on(listener)
             _wait_until_ready(workers)
             start_listening(listener)
+            archive.drain.on_drain(lambda: _drain_workers(workers))
+            archive.drain.add_probe("dicom worker processes", lambda: _running(workers))
         if web:
             _serve(create_app(archive), settings, settings.http_port)
         elif node is not None and settings.health_port:
@@ -112,10 +118,15 @@ def run_worker(settings: Settings, listen_fd: int, ready_fd: int) -> int:
     node = DicomNode(archive)
     node.start_on(socket.socket(fileno=listen_fd))
     archive.record_application_event("110120 Application Start (DICOM worker)")
+    signals = _WorkerSignals()
     os.write(ready_fd, b"ready")
     os.close(ready_fd)
     try:
-        _wait_for_stop()
+        if signals.wait():
+            node.stop_accepting()
+            while node.open_associations():  # a drained worker ends when its work is done
+                time.sleep(_DRAIN_POLL_SECONDS)
+            log.info("DICOM worker %d drained", os.getpid())
     finally:
         node.stop()
         archive.record_application_event("110121 Application Stop (DICOM worker)")
@@ -197,6 +208,37 @@ def _exit_quietly_on_signals(server: uvicorn.Server) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
+
+
+def _drain_workers(workers: list[_Worker]) -> None:
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.send_signal(_DRAIN_SIGNAL)
+
+
+def _running(workers: list[_Worker]) -> int:
+    return sum(1 for worker in workers if worker.process.poll() is None)
+
+
+class _WorkerSignals:
+    """SIGTERM/SIGINT (stop) and the drain signal, caught from before the worker says it is
+    ready: the drain signal's default action would kill it."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._drain = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self._stop.set())
+        signal.signal(_DRAIN_SIGNAL, self._drained)
+
+    def _drained(self, _signum: int, _frame: object) -> None:
+        self._drain = True
+        self._stop.set()
+
+    def wait(self) -> bool:
+        """Block until told to stop (False) or to drain (True)."""
+        self._stop.wait()
+        return self._drain
 
 
 def _wait_for_stop() -> None:

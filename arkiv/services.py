@@ -15,6 +15,7 @@ from arkiv.break_glass import BreakGlassService
 from arkiv.commitment import CommitmentService
 from arkiv.config import Settings
 from arkiv.consistency import ConsistencyService
+from arkiv.drain import NodeDrain
 from arkiv.ingest import IngestService
 from arkiv.patient_view import PatientViewService
 from arkiv.photo_access import PhotoAccess
@@ -36,6 +37,7 @@ class Archive:
         self.index = Index(settings.index_url)
         self.blobs = open_blob_store(settings)
         self.audit = AuditLog(self.index)
+        self.drain = NodeDrain()
         self.ingest = IngestService(self.index, self.blobs, self.audit, settings.max_pixels)
         self.break_glass = BreakGlassService(self.index, self.audit, settings)
         self.access = AccessService(

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 REJECTED_PERMANENT = 0x01
 SOURCE_SERVICE_USER = 0x01
 CALLING_AE_NOT_RECOGNISED = 0x03
+REJECTED_TRANSIENT = 0x02
+SOURCE_PRESENTATION = 0x03
+TEMPORARY_CONGESTION = 0x01
 """A-ASSOCIATE-RJ result, source and reason for a caller the node does not accept (PS3.8
 9.3.4): permanent, by the service user, calling AE title not recognised."""
 
@@ -88,6 +91,13 @@ def handle_association_request(event: DimseEvent, archive: Archive, policy: Peer
     its own reason. Anything unexpected here rejects too: this handler is the node's door.
     """
     assoc = event.assoc
+    if archive.drain.draining:  # accepted just before the node closed its door: try elsewhere
+        log.info(
+            "association from %s rejected (transient): the node is draining",
+            assoc.requestor.address,
+        )
+        _reject(assoc, REJECTED_TRANSIENT, SOURCE_PRESENTATION, TEMPORARY_CONGESTION)
+        return
     caller = Caller(ae_title="", address=str(assoc.requestor.address))
     called = ""
     try:
@@ -120,10 +130,15 @@ def proposed_sop_classes(assoc: Association) -> list[str]:
     return [str(cx.abstract_syntax) for cx in contexts if cx.abstract_syntax is not None]
 
 
-def _reject(assoc: Association) -> None:
+def _reject(
+    assoc: Association,
+    result: int = REJECTED_PERMANENT,
+    source: int = SOURCE_SERVICE_USER,
+    reason: int = CALLING_AE_NOT_RECOGNISED,
+) -> None:
     """Send the A-ASSOCIATE-RJ as pynetdicom's own negotiation does; abort if even that fails."""
     try:
-        assoc.acse.send_reject(REJECTED_PERMANENT, SOURCE_SERVICE_USER, CALLING_AE_NOT_RECOGNISED)
+        assoc.acse.send_reject(result, source, reason)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
     except Exception:

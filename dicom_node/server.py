@@ -115,6 +115,8 @@ class DicomNode:
             server_class=server_on(listener, self._tls),
         )
         self._server = server
+        archive.drain.add_probe("dicom associations", self.open_associations)
+        archive.drain.on_drain(self.stop_accepting)
 
         def serve() -> None:
             while not _is_listening(listener):
@@ -159,6 +161,19 @@ class DicomNode:
         if self._server is None:
             raise RuntimeError("the DICOM node is not started")
         return int(self._server.server_address[1])
+
+    def open_associations(self) -> int:
+        """Associations of this process still open (a drain waits for them)."""
+        return sum(1 for a in self._ae.active_associations if a.is_acceptor)
+
+    def stop_accepting(self) -> None:
+        """Drain: take no new association; the open ones carry on in their own threads.
+
+        Shutting the server down shuts the listening socket itself down, which is shared with
+        the worker processes, so new connections are refused at once instead of waiting in a
+        backlog no one accepts from; the workers are told to stop their loops too.
+        """
+        self.stop()
 
     def stop(self) -> None:
         self._stopping.set()

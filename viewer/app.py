@@ -24,6 +24,7 @@ from viewer.routers import (
     auth,
     break_glass_api,
     dicomweb,
+    drain,
     fhir,
     health,
     oidc,
@@ -36,6 +37,7 @@ from viewer.routers import (
     study_viewer,
     wado_uri,
 )
+from viewer.routers.drain import count_requests
 
 _STATIC = Path(__file__).parent / "static"
 
@@ -52,6 +54,8 @@ def create_app(archive: Archive) -> FastAPI:
     app.state.metrics = registry_for(archive)
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(drain.router)
+    count_requests(app, archive)
     app.include_router(auth.router)
     app.include_router(oidc.router)
     app.include_router(qido.router)
@@ -126,11 +130,14 @@ def _allow_cross_origin(app: FastAPI, origins: tuple[str, ...]) -> None:
 
 
 def create_health_app(archive: Archive) -> FastAPI:
-    """Only /healthz, /readyz and /metrics, for a node that runs `arkiv dicom` alone: its load
-    balancer and monitoring need to know whether it can keep what modalities send, and nothing
-    else may be served there (no patient data, no sign-in)."""
+    """Only /healthz, /readyz, /metrics and the drain, for a node that runs `arkiv dicom` alone:
+    its load balancer and monitoring need to know whether it can keep what modalities send, the
+    operator's rolling restart needs to drain it, and nothing else may be served there (no
+    patient data, no sign-in)."""
     app = FastAPI(title="arkiv node health", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.archive = archive
     app.state.metrics = registry_for(archive)
     app.include_router(health.router)
+    app.include_router(drain.router)
+    count_requests(app, archive)
     return app

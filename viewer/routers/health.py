@@ -20,6 +20,8 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(archive: ArchiveDep) -> JSONResponse:
+    if archive.drain.draining:  # before a planned restart: send new work elsewhere
+        return JSONResponse({"status": "draining"}, status_code=503)
     try:
         archive.check_ready()
     except StorageError as exc:
