@@ -6,14 +6,9 @@ without the token nothing changes."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,57 +16,19 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import DigitalIntraOralXRayImageStorageForPresentation  # type: ignore
 
-from tests.conftest import _start_archive, echo_ok, free_port
+from tests.conftest import _start_archive
 from tests.dicom_factory import Spec, make_dataset
+from tests.serve_process import Served, children, serving
 
-ARKIV = [sys.executable, "-m", "arkiv.cli"]
 TOKEN = "drain-token-for-the-test-0123456789"
 
 
-@dataclass
-class Node:
-    process: subprocess.Popen[bytes]
-    dicom_port: int
-    base_url: str
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [int(line) for line in out.stdout.split()]
-
-
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
+def node(tmp_path: Path) -> Iterator[Served]:
     token_file = tmp_path / "drain-token"
     token_file.write_text(TOKEN + "\n")
-    dicom_port, http_port = free_port(), free_port()
-    env = {**os.environ, "ARKIV_DRAIN_TOKEN_FILE": str(token_file)}
-    process = subprocess.Popen(
-        [
-            *ARKIV,
-            *("serve", "--data", str(tmp_path / "data"), "--host", "127.0.0.1"),
-            *("--dicom-port", str(dicom_port), "--http-port", str(http_port)),
-            *("--dicom-workers", "2"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not echo_ok(dicom_port):
-        assert process.poll() is None, "arkiv serve exited"
-        assert time.monotonic() < deadline, "arkiv serve did not answer C-ECHO"
-        time.sleep(0.2)
-    children = _children(process.pid)
-    try:
-        yield Node(process, dicom_port, f"http://127.0.0.1:{http_port}")
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    with serving(tmp_path / "data", {"ARKIV_DRAIN_TOKEN_FILE": str(token_file)}) as served:
+        yield served
 
 
 def _modality() -> AE:
@@ -81,7 +38,7 @@ def _modality() -> AE:
     return ae
 
 
-def test_a_drained_node_finishes_open_work_and_takes_no_new(node: Node) -> None:
+def test_a_drained_node_finishes_open_work_and_takes_no_new(node: Served) -> None:
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=node.base_url, timeout=10) as http:
         assert http.post("/node/drain").status_code == 401
@@ -89,7 +46,7 @@ def test_a_drained_node_finishes_open_work_and_takes_no_new(node: Node) -> None:
             http.post("/node/drain", headers={"Authorization": "Bearer wrong"}).status_code == 401
         )
         assert http.get("/readyz").status_code == 200, "a wrong token changes nothing"
-        [worker] = _children(node.process.pid)
+        [worker] = children(node.process.pid)
 
         open_assoc = _modality().associate("127.0.0.1", node.dicom_port, ae_title="ARKIV")
         assert open_assoc.is_established

@@ -3,80 +3,30 @@ to one index and one audit chain, and going away with the main process."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, echo_ok, free_port, require_tool
+from tests.conftest import PASSWORD, require_tool
 from tests.dicom_factory import Spec, make_dataset, write
-
-ARKIV = [sys.executable, "-m", "arkiv.cli"]
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen[bytes]
-    data: Path
-    dicom_port: int
-    http_port: int
-
-
-def _workers_of(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [int(line) for line in out.stdout.split()]
+from tests.serve_process import ARKIV, Served, children, serving
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    data = tmp_path / "data"
-    dicom_port, http_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            *ARKIV,
-            "serve",
-            "--data",
-            str(data),
-            "--host",
-            "127.0.0.1",
-            "--dicom-port",
-            str(dicom_port),
-            "--http-port",
-            str(http_port),
-            "--dicom-workers",
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not echo_ok(dicom_port):
-        assert process.poll() is None, "arkiv serve exited"
-        assert time.monotonic() < deadline, "arkiv serve did not answer C-ECHO"
-        time.sleep(0.2)
-    try:
-        yield Served(process, data, dicom_port, http_port)
-    finally:
-        workers = _workers_of(process.pid)
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    with serving(tmp_path / "data") as node:
+        yield node
 
 
 def test_workers_share_the_port_and_the_audit_chain(served: Served, tmp_path: Path) -> None:
-    assert len(_workers_of(served.process.pid)) == 1
+    assert len(children(served.process.pid)) == 1
     study = "1.2.826.0.1.3680043.10.1234.1"
     folders = []
     for group in range(4):
@@ -156,7 +106,7 @@ def test_workers_share_the_port_and_the_audit_chain(served: Served, tmp_path: Pa
 
 
 def test_workers_die_with_the_main_process_and_free_the_port(served: Served) -> None:
-    [worker] = _workers_of(served.process.pid)
+    [worker] = children(served.process.pid)
     served.process.send_signal(signal.SIGKILL)
     served.process.wait(timeout=10)
     deadline = time.monotonic() + 10
@@ -173,7 +123,7 @@ def test_workers_die_with_the_main_process_and_free_the_port(served: Served) -> 
 
 
 def test_stopping_the_main_process_stops_its_workers(served: Served) -> None:
-    [worker] = _workers_of(served.process.pid)
+    [worker] = children(served.process.pid)
     served.process.terminate()
     assert served.process.wait(timeout=30) == 0
     with pytest.raises(ProcessLookupError):
