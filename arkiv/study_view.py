@@ -115,7 +115,7 @@ class StudyViewService:
                 {"slot": s.slot, "label_key": s.label_key, "row": s.row, "col": s.col}
                 for s in FULL_MOUTH_MOUNT
             ],
-            "images": [im.as_json(chosen.get(im.instance.sop_uid)) for im in images],
+            "images": _stacked([im.as_json(chosen.get(im.instance.sop_uid)) for im in images]),
             "priors": [
                 {**p.as_json(), "study_date": _date(p.study_date)}
                 for p in priors
@@ -155,6 +155,32 @@ class StudyViewService:
             and (image.study_date, image.study_time) < when
         ]
         return sorted(earlier, key=lambda im: (im.study_date, im.study_time), reverse=True)
+
+
+def _stacked(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Single-frame CBCT slices of one series (many scanners send a volume as CT images, one
+    per slice) become one image whose frames are the slices, so the dentist scrolls through the
+    volume as through a multi-frame object; the first slice stands for the stack. Slices come in
+    instance order."""
+    slices: dict[str, list[dict[str, Any]]] = {}
+    for image in images:
+        if image["kind"] == "cbct" and image["frames"] == 1:
+            slices.setdefault(image["series_uid"], []).append(image)
+    stacked: list[dict[str, Any]] = []
+    for image in images:
+        group = slices.get(image["series_uid"], [])
+        if len(group) < 2 or all(image is not s for s in group):
+            stacked.append(image)
+        elif image is group[0]:
+            stacked.append(
+                {
+                    **image,
+                    "frames": len(group),
+                    "slice_urls": [f"{s['frames_url']}1" for s in group],
+                    "slice_ids": [s["id"] for s in group],
+                }
+            )
+    return stacked
 
 
 def _choose_priors(images: Sequence[ViewerImage], priors: Sequence[ViewerImage]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_i
 
 INGRID = synthetic_national_id(date(1979, 3, 2), 210)
 TORE = synthetic_national_id(date(1965, 11, 30), 330)  # Telemark's patient
+OLA = synthetic_national_id(date(2001, 6, 12), 410)
 VESTFOLD_SENSOR = Actor(name="SENSOR", kind="dicom-ae", county="vestfold", address="127.0.0.1")
 TELEMARK_SENSOR = Actor(name="SENSOR", kind="dicom-ae", county="telemark", address="127.0.0.1")
 ACCESSED, QUERY = "110103", "110112"
@@ -210,6 +211,23 @@ def test_the_frames_the_viewer_asks_for_are_native_pixels(site: Site) -> None:
         b"\r\n--" + boundary.group(1).encode(), 1
     )[0]
     assert len(body) == image["rows"] * image["columns"] * 2
+
+
+def test_a_cbct_sent_as_ct_slices_scrolls_as_one_stack(site: Site) -> None:
+    study = generate_uid()
+    for number in range(1, 6):
+        ds = dental(INGRID, study, "20250901", (), number, modality="PX")
+        ds.PatientID = OLA  # a patient of their own, so the timelines above stay as they are
+        ds.Modality = "CT"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        site.running.archive.ingest.ingest_dicom(encode(ds), VESTFOLD_SENSOR)
+    with client(site, "lege") as browser:
+        doc = browser.get(f"/api/studies/{study}/viewer").json()
+        [stack] = doc["images"]
+        assert (stack["kind"], stack["frames"], len(stack["slice_urls"])) == ("cbct", 5, 5)
+        third = browser.get(stack["slice_urls"][2], headers={"Accept": NATIVE})
+    assert third.status_code == 200
+    assert stack["slice_ids"][2] in stack["slice_urls"][2]
 
 
 def test_another_countys_clinician_is_sent_to_break_the_glass(site: Site) -> None:

@@ -129,8 +129,14 @@
     return promise;
   }
 
+  /** A multi-frame image's frames share one URL; a stack of single-frame slices (a CBCT sent as
+   *  CT images) names each slice's own. */
+  function frameUrl(meta, n) {
+    return meta.slice_urls ? meta.slice_urls[n - 1] : meta.frames_url + n;
+  }
+
   async function fetchFrame(meta, n) {
-    const response = await fetch(meta.frames_url + n, {
+    const response = await fetch(frameUrl(meta, n), {
       credentials: "same-origin", headers: { Accept: FRAME_ACCEPT },
     });
     if (!response.ok) throw new Error(await errorReason(response));
