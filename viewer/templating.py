@@ -1,5 +1,9 @@
 """Jinja templates, with what every page needs: the session's CSRF token for its forms, and the
-language with its texts (`t("key")`)."""
+language with its texts (`t("key")`).
+
+Pages whose texts all come from the catalogs set `page_lang` to `lang`, so `<html lang>` says
+what the page speaks; the others are in Bokmål and say so (screen readers pick their voice
+from it)."""
 
 from functools import partial
 from pathlib import Path
