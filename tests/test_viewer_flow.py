@@ -122,6 +122,8 @@ def test_find_open_window_and_measure(site: Site, browser: Browser) -> None:
         page.click(f'.study-card[data-study-uid="{site.calibrated}"] a.study-link')
         wait_full(page)
         assert not [url for _m, url, _s in traffic.answers if PATIENT in url], traffic.report()
+        documents = [url for _m, url, _s in traffic.answers if url.endswith("/viewer")]
+        assert len(documents) == 1, "the preloaded study document is the one the script uses"
 
         before = canvas_pixels(page)
         assert before.std() > 10, "the canvas shows an image, not a blank"
