@@ -82,6 +82,11 @@
     performance.measure("arkiv:render", { start: started, end: performance.now() });
   }
 
+  /** Settles when the first full-resolution image is on screen (or could not be fetched), the
+   *  moment the rest of the page's images may start competing for the server. */
+  let firstFullDrawn = function () {};
+  const firstFullShown = new Promise(function (resolve) { firstFullDrawn = resolve; });
+
   const marked = new Set();
   function markOnce(name) {
     if (marked.has(name)) return;
@@ -554,15 +559,23 @@
       return this.display.window || defaultWindow(this.image);
     }
 
-    /** Thumbnail at once, then the full frame (its priority decides its place in the queue). */
+    /** Thumbnail, then the full frame (its priority decides its place in the queue). The
+     *  active viewport's thumbnail is asked for at once; the others' wait until the first full
+     *  image is on screen, since rendering eighteen thumbnails on the server would otherwise
+     *  hold up the one image the dentist looks at first. */
     start(priority) {
-      requestThumbnail(this.image).then((ok) => {
+      const thumbnail = priority === 0 ? requestThumbnail(this.image)
+        : firstFullShown.then(() => requestThumbnail(this.image));
+      thumbnail.then((ok) => {
         if (ok && !this.frame) {
           this.draw();
           if (this === app.firstViewport) markOnce("arkiv:thumbnail-shown");
         }
       });
-      this.showFrame(this.image.frame, priority);
+      // The others' frames wait too: on a server of a few cores, five frames read at once
+      // would each take the first one's time.
+      if (priority === 0) this.showFrame(this.image.frame, priority);
+      else firstFullShown.then(() => this.showFrame(this.image.frame, priority));
     }
 
     showFrame(n, priority) {
@@ -577,8 +590,10 @@
           markOnce("arkiv:thumbnail-shown");   // when the full frame came first
           markOnce("arkiv:first-full");
         }
+        firstFullDrawn();
         if (this === app.active) updatePanel();
       }, () => {
+        firstFullDrawn();   // a failed frame must not keep the other thumbnails back
         if (this.destroyed || n !== this.image.frame) return;
         this.failed = true;
         this.draw();
@@ -1263,8 +1278,8 @@
     else if (doc.layout === "fmx" && slottedImages().size) showFmx();
     else showSingle(app.studyImages[0]);
     app.firstViewport = app.active;
-    // The list's thumbnails after the viewports', so the first image is not kept waiting.
-    app.studyImages.forEach(requestThumbnail);
+    // The list's thumbnails after the first full image, so that image is not kept waiting.
+    firstFullShown.then(function () { app.studyImages.forEach(requestThumbnail); });
     root.dataset.state = "ready";
   }
 
