@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from arkiv.accounts import Principal, Role
 from arkiv.audit import Actor
 from arkiv.counties import County
 from arkiv.photos import PhotoForm, UploadedFile
-from storage.records import AuditQuery
+from storage.records import AuditEvent, AuditQuery
 from tests import media_factory as media
 from tests.browser import Traffic, chromium
 from tests.conftest import PASSWORD, RunningArchive, _start_archive
@@ -201,8 +202,8 @@ def canvas_centre(
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
-def audit(site: Site, **query: object) -> list:  # type: ignore[type-arg]
-    return list(site.running.archive.index.find_audit_events(AuditQuery(limit=2000, **query)))  # type: ignore[arg-type]
+def audit(site: Site, **query: Any) -> list[AuditEvent]:
+    return site.running.archive.index.find_audit_events(AuditQuery(limit=2000, **query))
 
 
 def no_failures(traffic: Traffic) -> None:
@@ -233,6 +234,9 @@ def test_search_timeline_and_study(site: Site, page: Page, traffic: Traffic) -> 
     wait_full(page)
     assert not [u for _, u, _ in traffic.answers if PATIENT_ID in u], traffic.report()
     assert any(m == "POST" and "/search" in u for m, u, _ in traffic.answers), traffic.report()
+    documents = [u for _, u, _ in traffic.answers if u.endswith(f"/{site.fmx_uid}/viewer")]
+    assert len(documents) == 1, "the preloaded study document is the one the script uses"
+    assert not traffic.console, traffic.report()
     no_failures(traffic)
 
 
