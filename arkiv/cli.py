@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from arkiv import photo_import
+from arkiv import cluster_cli, photo_import
 from arkiv.accounts import SERVICE_SCOPES, Role
 from arkiv.atomic_file import write_atomically
 from arkiv.audit import Actor, Event, EventType
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _user_commands(commands.add_parser("user", help="accounts"))
     _common(photo_import.add_parser(commands))
     _audit_commands(commands.add_parser("audit", help="the audit log"))
+    cluster_cli.add_parser(commands)
 
     migrate = commands.add_parser(
         "migrate",
@@ -349,6 +350,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _audit_public_key(settings, args.format)
     if args.command == "migrate":
         return _migrate(settings, args)
+    if args.command == "cluster":
+        return cluster_cli.run(args)
     archive = Archive(settings)
     try:
         if args.command == "user":

@@ -75,6 +75,8 @@ class Role:
     criticality: float = 1.0
     min_replicas: int = 1
     drain: DrainKind = "web"
+    template: str = ""
+    """The XenServer template its VMs are cloned from (`arkiv cluster apply`, rollouts)."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,7 @@ def _role(table: Mapping[str, Any], where: str) -> tuple[Role, list[str] | None,
         criticality=_get(table, "criticality", where, float, 1.0),
         min_replicas=_get(table, "min_replicas", where, int, 1),
         drain=cast(DrainKind, drain),
+        template=_get(table, "template", where, str, f"arkiv-{name}"),
     )
     return role, names, _get(table, "restart_minutes", where, float, None)
 
