@@ -78,3 +78,8 @@ clean:
 .PHONY: bench-viewer
 bench-viewer: system-packages minio $(STAMP)
 	$(VENV)/bin/python -m bench.viewer $(ARGS)
+
+# VM placement: the shipped 4-blade deployment and a generated 200-host × 2,000-VM pool.
+.PHONY: bench-placement
+bench-placement: $(STAMP)
+	$(VENV)/bin/python -m bench.placement $(ARGS)
