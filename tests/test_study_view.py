@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from arkiv.accounts import Role
 from arkiv.audit import Actor
@@ -219,7 +219,7 @@ def test_a_cbct_sent_as_ct_slices_scrolls_as_one_stack(site: Site) -> None:
         ds = dental(INGRID, study, "20250901", (), number, modality="PX")
         ds.PatientID = OLA  # a patient of their own, so the timelines above stay as they are
         ds.Modality = "CT"
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2")
         site.running.archive.ingest.ingest_dicom(encode(ds), VESTFOLD_SENSOR)
     with client(site, "lege") as browser:
         doc = browser.get(f"/api/studies/{study}/viewer").json()
