@@ -506,7 +506,7 @@ def _audio_channel(mode: str) -> Dataset:
     item = Dataset()
     item.ChannelIdentificationCode = "1"
     item.ChannelMode = mode
-    item.ChannelSourceSequence = [_code(*_AMBIENT_ROOM)]
+    item.ChannelSourceSequence = [code_item(*_AMBIENT_ROOM)]
     return item
 
 
@@ -697,9 +697,9 @@ def _common(
     # Acquisition Context: nothing coded is known about the acquisition (Type 2, empty).
     ds.AcquisitionContextSequence = Sequence()
     # VL Image: where the photo was taken, and which teeth it shows.
-    ds.AnatomicRegionSequence = [_code(*_anatomic_region(context))]
+    ds.AnatomicRegionSequence = [code_item(*_anatomic_region(context))]
     if context.teeth:
-        ds.PrimaryAnatomicStructureSequence = [_tooth_item(n) for n in sorted(set(context.teeth))]
+        ds.PrimaryAnatomicStructureSequence = [tooth_item(n) for n in sorted(set(context.teeth))]
     return ds
 
 
@@ -714,7 +714,8 @@ def _anatomic_region(context: PhotoContext) -> tuple[str, str, str]:
     return _MOUTH if context.teeth else _HEAD_AND_NECK
 
 
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
+def code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    """One Code Sequence Macro item."""
     item = Dataset()
     item.CodeValue = value
     item.CodingSchemeDesignator = scheme
@@ -722,11 +723,12 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def _tooth_item(number: int) -> Dataset:
+def tooth_item(number: int) -> Dataset:
+    """A Primary Anatomic Structure Sequence item for FDI tooth `number` (CID 4018/4019)."""
     code = tooth_code(number)
     # Without Context Identifier: naming CID 4018/4019 would also need Context Group Version,
     # a date that pydicom's generated tables do not carry.
-    return _code(code.value, code.scheme_designator, code.meaning)
+    return code_item(code.value, code.scheme_designator, code.meaning)
 
 
 def _ds(value: float) -> str:

@@ -14,26 +14,13 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from arkiv.teeth import tooth_code
+from arkiv.photo_dicom import code_item, tooth_item
 from tests.dicom_factory import DX_PRESENTATION, INTRAORAL, Spec, make_dataset
 
 MULTIFRAME_GREY = "1.2.840.10008.5.1.4.1.1.7.3"
 """Multi-frame Grayscale Word Secondary Capture Image Storage (a plain multi-frame stack)."""
 
 _MOUTH = ("123851003", "SCT", "Mouth")
-
-
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
-
-
-def _tooth(number: int) -> Dataset:
-    code = tooth_code(number)
-    return _code(code.value, code.scheme_designator, code.meaning)
 
 
 def _teeth_pixels(
@@ -95,7 +82,7 @@ def _dx_modules(ds: Dataset, bits_stored: int, kind: str) -> None:
     ds.DetectorType = "SCINTILLATOR"
     ds.KVP = "60"
     ds.PositionerType = ""
-    ds.AnatomicRegionSequence = [_code(*_MOUTH)]
+    ds.AnatomicRegionSequence = [code_item(*_MOUTH)]
 
 
 def _spacing(ds: Dataset, spacing_tag: str | None, spacing_mm: float) -> None:
@@ -139,7 +126,7 @@ def intraoral(
     upper = any(t // 10 in (1, 2) for t in teeth) and not all(t // 10 in (3, 4) for t in teeth)
     ds.ImageLaterality = _laterality(teeth)
     ds.PositionerType = "NONE"
-    ds.PrimaryAnatomicStructureSequence = [_tooth(n) for n in sorted(set(teeth))]
+    ds.PrimaryAnatomicStructureSequence = [tooth_item(n) for n in sorted(set(teeth))]
     _spacing(ds, spacing_tag, spacing_mm)
     count = max(1, len(set(teeth)) // (2 if kind == "bitewing" else 1))
     ds.PixelData = _teeth_pixels(rows, columns, count, spec.seed, bits_stored, upper).tobytes()

@@ -17,19 +17,10 @@ from arkiv.dental_layout import (
     slot_of,
     suggested_layout,
 )
-from arkiv.teeth import tooth_code
+from arkiv.photo_dicom import tooth_item
 
 IO = sorted(INTRAORAL_CLASSES)[0]
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
-
-
-def _item(tooth: int) -> Dataset:
-    code = tooth_code(tooth)
-    item = Dataset()
-    item.CodeValue = code.value
-    item.CodingSchemeDesignator = code.scheme_designator
-    item.CodeMeaning = code.meaning
-    return item
 
 
 def dicom_json(
@@ -40,7 +31,7 @@ def dicom_json(
     ds = Dataset()
     for name, value in attrs.items():
         setattr(ds, name, value)
-    items = [_item(t) for t in teeth]
+    items = [tooth_item(t) for t in teeth]
     if nested:
         region = Dataset()
         region.CodeValue = "123851003"

@@ -23,7 +23,7 @@ from pydicom.uid import UID, generate_uid
 from arkiv.accounts import Role
 from arkiv.audit import Actor
 from arkiv.counties import County
-from arkiv.teeth import tooth_code
+from arkiv.photo_dicom import tooth_item
 from storage.records import AuditEvent, AuditQuery, StudyQuery
 from tests.conftest import PASSWORD, RunningArchive, _start_archive, post_login
 from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
@@ -70,13 +70,7 @@ def dental(
     ds.WindowWidth = "3000"
     if spacing:
         setattr(ds, spacing, ["0.1", "0.125"])
-    items = []
-    for tooth in teeth:
-        code = tooth_code(tooth)
-        item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator = code.value, code.scheme_designator
-        item.CodeMeaning = code.meaning
-        items.append(item)
+    items = [tooth_item(t) for t in teeth]
     if items:
         ds.PrimaryAnatomicStructureSequence = items
     return ds
