@@ -26,6 +26,7 @@ import psycopg
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 
+from arkiv.config import Settings
 from bench.peers import LOCALHOST, ArkivPeer, arkiv_environment, cpu_seconds, version_line
 from tests.servers import (
     MINIO_PASSWORD,
@@ -209,6 +210,22 @@ class ScaleoutPeer(ArkivPeer):
         target, self.target = self.target, None
         if target is not None:
             self.backend.drop(target)
+
+    def archive_settings(self, run_dir: Path) -> Settings:
+        """Settings for loading the prepared database and bucket in-process before the nodes
+        start (benchmarks that need patients or accounts there first)."""
+        if self.target is None:
+            raise RuntimeError(f"{self.name}: no database and bucket prepared")
+        env = self.backend.environment(self.target)
+        return Settings(
+            data_dir=run_dir / "prepare",
+            database_url=env["ARKIV_DATABASE_URL"],
+            s3_endpoint=env["ARKIV_S3_ENDPOINT"],
+            s3_bucket=env["ARKIV_S3_BUCKET"],
+            s3_access_key=env["ARKIV_S3_ACCESS_KEY"],
+            s3_secret_key=env["ARKIV_S3_SECRET_KEY"],
+            s3_secure=False,
+        )
 
     def command(self, run_dir: Path, node: int = 0) -> list[str]:
         if self.nodes == 1:

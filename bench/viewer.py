@@ -102,18 +102,7 @@ class ViewerScaleoutPeer(ScaleoutPeer):
 
     def prepare(self, run_dir: Path) -> None:
         super().prepare(run_dir)
-        assert self.target is not None
-        env = self.backend.environment(self.target)
-        settings = Settings(
-            data_dir=run_dir / "prepare",
-            database_url=env["ARKIV_DATABASE_URL"],
-            s3_endpoint=env["ARKIV_S3_ENDPOINT"],
-            s3_bucket=env["ARKIV_S3_BUCKET"],
-            s3_access_key=env["ARKIV_S3_ACCESS_KEY"],
-            s3_secret_key=env["ARKIV_S3_SECRET_KEY"],
-            s3_secure=False,
-        )
-        prepare_archive(settings, self.studies)
+        prepare_archive(self.archive_settings(run_dir), self.studies)
 
 
 @dataclass
