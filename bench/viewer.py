@@ -45,6 +45,7 @@ from arkiv.counties import County
 from arkiv.services import Archive
 from bench.peers import LOCALHOST, ArkivPeer, Peer, PeerError, stop_all
 from bench.scaleout import ScaleoutBackend, ScaleoutPeer
+from tests.browser import sign_in
 from tests.dental_images import full_mouth_series, panoramic
 from tests.dicom_factory import Spec, encode, synthetic_national_id
 
@@ -142,14 +143,6 @@ def p90(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
 
 
-def sign_in(page: Page, base: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("#username", USER)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
-
-
 def patient_page(page: Page, base: str) -> str:
     """The patient page's URL, found as a clinician finds it: the search form (a POST)."""
     page.fill("form.search #patient_id", PATIENT_ID)
@@ -172,7 +165,7 @@ def open_study(browser: Browser, base: str, patient_url: str, study_uid: str) ->
     full image drawn. The page is returned open (its context is closed by the caller)."""
     context = browser.new_context(viewport={"width": 1600, "height": 1000}, locale="nb-NO")
     page = context.new_page()
-    sign_in(page, base)
+    sign_in(page, base, USER, PASSWORD)
     click_study(page, patient_url, study_uid)
     return page
 
@@ -338,7 +331,7 @@ def run_peer(
     context = browser.new_context(locale="nb-NO")
     try:
         page = context.new_page()
-        sign_in(page, base)
+        sign_in(page, base, USER, PASSWORD)
         patient_url = patient_page(page, base)
     finally:
         context.close()

@@ -1,5 +1,6 @@
 """Headless Chromium for the browser tests: the Debian package's binary (Playwright downloads no
-browser of its own), and a record of what a page asked the archive for and complained about."""
+browser of its own), signing in on the login form, and a record of what a page asked the archive
+for and complained about."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Response
+from playwright.sync_api import ConsoleMessage, Page, Response
+
+from tests.conftest import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -19,6 +22,15 @@ def chromium() -> str:
     return str(CHROMIUM)
 
 
+def sign_in(page: Page, base_url: str, user: str, password: str = PASSWORD) -> None:
+    """Sign in on the login form as a clinician does, and wait for the start page."""
+    page.goto(f"{base_url}/login")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/")
+
+
 @dataclass
 class Traffic:
     """What the browser asked the archive for, and what the page complained about."""
@@ -26,6 +38,11 @@ class Traffic:
     base_url: str
     answers: list[tuple[str, str, int]] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        """Record what `page` asks for and complains about from now on."""
+        page.on("response", self.record)
+        page.on("console", self.complain)
 
     def record(self, response: Response) -> None:
         if response.url.startswith(self.base_url):

@@ -22,7 +22,7 @@ from playwright.sync_api import Page, sync_playwright
 from arkiv.accounts import Role
 from arkiv.audit import Actor
 from arkiv.counties import County
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.conftest import PASSWORD, RunningArchive, _start_archive
 from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
 
@@ -82,10 +82,7 @@ def test_the_clinicians_pages_meet_wcag_21_aa(running: RunningArchive) -> None:
             page = context.new_page()
             page.goto(f"{base}/login")
             assert_accessible(page, "login")
-            page.fill("#username", "tannlege")
-            page.fill("#password", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{base}/")
+            sign_in(page, base, "tannlege")
             assert_accessible(page, "search")
 
             page.fill("form.search #patient_id", PATIENT)

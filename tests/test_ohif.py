@@ -33,8 +33,8 @@ from arkiv.audit import Actor
 from arkiv.config import ConfigError, Settings
 from arkiv.services import Archive
 from storage.records import AuditEvent, AuditQuery
-from tests.browser import Traffic, chromium
-from tests.conftest import PASSWORD, RunningArchive, _start_archive
+from tests.browser import Traffic, chromium, sign_in
+from tests.conftest import RunningArchive, _start_archive
 from tests.dicom_factory import DX_PRESENTATION, Spec, encode, make_dataset
 from viewer.app import create_app
 
@@ -160,14 +160,6 @@ class OhifTraffic(Traffic):
         )
 
 
-def sign_in(page: Page, base_url: str) -> None:
-    page.goto(f"{base_url}/login")
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit], input[type=submit]")
-    page.wait_for_url(f"{base_url}/")
-
-
 def viewport_pixels(page: Page) -> np.ndarray:
     """The middle of OHIF's first viewport as grey levels (the corners hold overlay text)."""
     canvas = page.locator("canvas.cornerstone-canvas").first
@@ -203,9 +195,8 @@ def test_ohif_lists_and_displays_the_archived_studies(
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("response", traffic.record)
-            page.on("console", traffic.complain)
-            sign_in(page, base)
+            traffic.watch(page)
+            sign_in(page, base, USER)
 
             page.goto(f"{base}{PUBLIC_URL}")
             try:

@@ -21,8 +21,8 @@ from playwright.sync_api import FilePayload, Page, sync_playwright
 
 from arkiv.audit import Actor
 from storage.records import AuditQuery
-from tests.browser import Traffic, chromium
-from tests.conftest import PASSWORD, RunningArchive, _start_archive
+from tests.browser import Traffic, chromium, sign_in
+from tests.conftest import RunningArchive, _start_archive
 from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
 from tests.media_factory import mp4
 
@@ -55,14 +55,6 @@ def running(tmp_path: Path) -> Iterator[RunningArchive]:
         archive.archive.ingest.ingest_dicom(encode(make_dataset(spec)), SENSOR)
         archive.add_user(USER).close()
         yield archive
-
-
-def sign_in(page: Page, base_url: str) -> None:
-    page.goto(f"{base_url}/login")
-    page.fill("#username", USER)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
 
 
 def upload(page: Page, traffic: Traffic, category: str, name: str, data: bytes) -> None:
@@ -114,9 +106,8 @@ def test_a_clinician_uploads_sees_and_compares_photos(running: RunningArchive) -
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("response", traffic.record)
-            page.on("console", traffic.complain)
-            sign_in(page, base)
+            traffic.watch(page)
+            sign_in(page, base, USER)
 
             # The first photo, from the menu's upload page, dated by the form (it has no EXIF).
             page.click("nav >> text=Last opp foto")
@@ -231,9 +222,8 @@ def test_a_refused_file_shows_its_reason_and_a_video_plays_in_ranges(
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("response", traffic.record)
-            page.on("console", traffic.complain)
-            sign_in(page, base)
+            traffic.watch(page)
+            sign_in(page, base, USER)
             page.goto(f"{base}/photos/upload")
             page.fill("#patient_id", PATIENT_ID)
             page.select_option("#category", "intraoral")

@@ -30,8 +30,8 @@ from arkiv.counties import County
 from arkiv.photos import PhotoForm, UploadedFile
 from storage.records import AuditEvent, AuditQuery
 from tests import media_factory as media
-from tests.browser import Traffic, chromium
-from tests.conftest import PASSWORD, RunningArchive, _start_archive
+from tests.browser import Traffic, chromium, sign_in
+from tests.conftest import RunningArchive, _start_archive
 from tests.dental_images import RULER_MARKS, calibrated_ruler, full_mouth_series, uncalibrated
 from tests.dicom_factory import Spec, encode, synthetic_national_id
 
@@ -118,21 +118,12 @@ def page(site: Site, traffic: Traffic) -> Iterator[Page]:
     """A fresh browser context signed in as the Vestfold clinician."""
     context = site.browser.new_context(viewport={"width": 1600, "height": 1000}, locale="nb-NO")
     page = context.new_page()
-    page.on("response", traffic.record)
-    page.on("console", traffic.complain)
+    traffic.watch(page)
     sign_in(page, site.running.base_url, USER)
     try:
         yield page
     finally:
         context.close()
-
-
-def sign_in(page: Page, base_url: str, user: str) -> None:
-    page.goto(f"{base_url}/login")
-    page.fill("#username", user)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
 
 
 def open_study(page: Page, base_url: str, study_uid: str, traffic: Traffic) -> None:
@@ -394,8 +385,7 @@ def test_another_county_must_break_the_glass(site: Site, traffic: Traffic) -> No
     context = site.browser.new_context(viewport={"width": 1400, "height": 900}, locale="nb-NO")
     try:
         page = context.new_page()
-        page.on("response", traffic.record)
-        page.on("console", traffic.complain)
+        traffic.watch(page)
         sign_in(page, base, OTHER)
         answer = page.goto(f"{base}/studies/{site.fmx_uid}")
         assert answer is not None
