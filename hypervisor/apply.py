@@ -102,7 +102,7 @@ class Applier:
             return
         observed = pool.vms.get(step.vm)
         if observed is None:
-            ref = self._create(wanted[step.vm])
+            ref = self._create(wanted[step.vm], pool)
         else:
             ref = observed.ref
             if observed.unfinished:
@@ -113,9 +113,8 @@ class Applier:
         else:
             self._wait.run("VM.pool_migrate", ref, host.ref, {"live": "true"})
 
-    def _create(self, vm: DesiredVm) -> str:
+    def _create(self, vm: DesiredVm, pool: ObservedPool) -> str:
         """Clone the role's template and mark the clone as this VM before anything else."""
-        pool = read_pool(self._api)
         template = pool.templates.get(vm.template)
         if template is None:
             raise XapiError("VM.clone", ["TEMPLATE_NOT_FOUND", vm.template])
