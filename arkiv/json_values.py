@@ -53,3 +53,8 @@ def number(dataset: DicomJson, tag: str, default: float) -> float:
 def items(dataset: DicomJson, tag: str) -> list[DicomJson]:
     """The items of a sequence."""
     return [item for item in values(dataset, tag) if isinstance(item, dict)]
+
+
+def iso_date(value: str) -> str:
+    """A DICOM date (DA, YYYYMMDD) as ISO 8601 (YYYY-MM-DD); anything else as it is."""
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) >= 8 else value

@@ -28,7 +28,7 @@ from arkiv.break_glass import BreakGlassService
 from arkiv.clock import iso_in
 from arkiv.dental_layout import Placement, place
 from arkiv.errors import NotFound
-from arkiv.json_values import text
+from arkiv.json_values import iso_date, text
 from arkiv.photo_access import PhotoAccess
 from storage.index import Index
 from storage.records import AuditQuery, PatientRecord, PhotoRecord, StoredInstance, StudyQuery
@@ -178,7 +178,7 @@ def _studies(found: list[StoredInstance]) -> list[TimelineStudy]:
         if study is None:
             study = studies[instance.study_uid] = TimelineStudy(
                 study_uid=instance.study_uid,
-                date=_date(text(dataset, "00080020")),
+                date=iso_date(text(dataset, "00080020")),
                 time=text(dataset, "00080030")[:4],
                 description=text(dataset, "00081030"),
                 accession=text(dataset, "00080050"),
@@ -225,7 +225,3 @@ def _by_day(studies: list[TimelineStudy], photos: list[PhotoRecord]) -> list[Tim
         )
         for day in dates
     ]
-
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) >= 8 else value

@@ -22,7 +22,7 @@ from arkiv.access import AccessService
 from arkiv.accounts import Principal, Role
 from arkiv.dental_layout import FULL_MOUTH_MOUNT, Placement, place, suggested_layout
 from arkiv.errors import BreakGlassRequired, NotFound
-from arkiv.json_values import integer, number, numbers, text, values
+from arkiv.json_values import integer, iso_date, number, numbers, text, values
 from storage.index import Index
 from storage.records import StoredInstance, StudyQuery
 
@@ -93,11 +93,12 @@ class StudyViewService:
         _unique_slots(images)
         priors = self._priors(principal, patient_id, images[0])
         chosen = _choose_priors(images, priors)
+        shown_priors = set(chosen.values())
         patient = self._index.photos.patient_by_national_id(patient_id)
         return {
             "study": {
                 "study_uid": study.study_uid,
-                "date": _date(study.study_date),
+                "date": iso_date(study.study_date),
                 "time": _time(study.study_time),
                 "description": study.description,
                 "accession": study.accession_number,
@@ -107,7 +108,7 @@ class StudyViewService:
             "patient": {
                 "key": patient.pk if patient else None,
                 "name": study.patient_name.replace("^", ", ").strip(", "),
-                "birth_date": _date(study.birth_date),
+                "birth_date": iso_date(study.birth_date),
                 "sex": study.sex,
             },
             "layout": suggested_layout([im.placement for im in images]),
@@ -117,9 +118,9 @@ class StudyViewService:
             ],
             "images": _stacked([im.as_json(chosen.get(im.instance.sop_uid)) for im in images]),
             "priors": [
-                {**p.as_json(), "study_date": _date(p.study_date)}
+                {**p.as_json(), "study_date": iso_date(p.study_date)}
                 for p in priors
-                if p.instance.sop_uid in set(chosen.values())
+                if p.instance.sop_uid in shown_priors
             ],
         }
 
@@ -167,9 +168,10 @@ def _stacked(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if image["kind"] == "cbct" and image["frames"] == 1:
             slices.setdefault(image["series_uid"], []).append(image)
     stacked: list[dict[str, Any]] = []
+    in_stacks = {id(s) for group in slices.values() if len(group) > 1 for s in group}
     for image in images:
         group = slices.get(image["series_uid"], [])
-        if len(group) < 2 or all(image is not s for s in group):
+        if id(image) not in in_stacks:
             stacked.append(image)
         elif image is group[0]:
             stacked.append(
@@ -268,10 +270,6 @@ def _spacing(dataset: DicomJson) -> dict[str, Any] | None:
         if len(pair) == 2 and all(v > 0 for v in pair):
             return {"row_mm": pair[0], "column_mm": pair[1], "source": name}
     return None
-
-
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) >= 8 else value
 
 
 def _time(value: str) -> str:
