@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 REJECTED_PERMANENT = 0x01
 SOURCE_SERVICE_USER = 0x01
 CALLING_AE_NOT_RECOGNISED = 0x03
+"""A-ASSOCIATE-RJ result, source and reason for a caller the node does not accept (PS3.8
+9.3.4): permanent, by the service user, calling AE title not recognised."""
 REJECTED_TRANSIENT = 0x02
 SOURCE_PRESENTATION = 0x03
 TEMPORARY_CONGESTION = 0x01
-"""A-ASSOCIATE-RJ result, source and reason for a caller the node does not accept (PS3.8
-9.3.4): permanent, by the service user, calling AE title not recognised."""
+"""… and for any caller while the node drains: transient, by the service provider
+(presentation), temporary congestion, so the sender retries, reaching another node."""
 
 
 def _status(code: int, message: str = "") -> Dataset:
