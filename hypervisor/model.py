@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -77,6 +77,10 @@ class Role:
     drain: DrainKind = "web"
     template: str = ""
     """The XenServer template its VMs are cloned from (`arkiv cluster apply`, rollouts)."""
+    endpoint: str = ""
+    """Where the service in each VM answers (`{name}` is the VM's name), for the drain and the
+    health checks of restarts and rollouts: an arkiv node's base URL, MinIO's URL, or a
+    PostgreSQL `postgresql://` URL."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,17 @@ class Cluster:
     downtime_nok_per_hour: Mapping[str, float] = field(default_factory=dict)
     restart_minutes: Mapping[str, float] = field(default_factory=dict)
     repair_hours: float = 4.0
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    """Per-VM endpoints that override the role's template (`[endpoints]` in cluster.toml)."""
+
+    def endpoint(self, vm_name: str) -> str | None:
+        """Where `vm_name`'s service answers, or None when neither the VM nor its role says."""
+        if vm_name in self.endpoints:
+            return self.endpoints[vm_name]
+        vm = next((v for v in self.vms if v.name == vm_name), None)
+        if vm is None or not self.role(vm.role).endpoint:
+            return None
+        return self.role(vm.role).endpoint.replace("{name}", vm_name)
 
     def role(self, name: str) -> Role:
         """The role called `name`."""
@@ -135,15 +150,7 @@ class Cluster:
             Vm(v.name, v.role, v.memory_bytes, v.vcpus, placement.get(v.name, v.host))
             for v in self.vms
         )
-        return Cluster(
-            self.hosts,
-            self.roles,
-            vms,
-            self.headroom_bytes,
-            self.downtime_nok_per_hour,
-            self.restart_minutes,
-            self.repair_hours,
-        )
+        return replace(self, vms=vms)
 
 
 def group_limit(group_size: int, hosts: int) -> tuple[int, str]:
@@ -220,6 +227,7 @@ def _role(table: Mapping[str, Any], where: str) -> tuple[Role, list[str] | None,
         min_replicas=_get(table, "min_replicas", where, int, 1),
         drain=cast(DrainKind, drain),
         template=_get(table, "template", where, str, f"arkiv-{name}"),
+        endpoint=_get(table, "endpoint", where, str, ""),
     )
     return role, names, _get(table, "restart_minutes", where, float, None)
 
@@ -271,6 +279,12 @@ def cluster_from_dict(doc: Mapping[str, Any]) -> Cluster:
                 raise ClusterConfigError(
                     f"role {role.name!r}.counties", f"{county!r} has no downtime_nok_per_hour"
                 )
+    endpoints = _get(doc, "endpoints", "cluster", dict, {})
+    for vm_name, url in endpoints.items():
+        if vm_name not in {v.name for v in vms}:
+            raise ClusterConfigError(f"endpoints.{vm_name}", "no VM of that name")
+        if not isinstance(url, str) or "://" not in url:
+            raise ClusterConfigError(f"endpoints.{vm_name}", f"must be a URL, got {url!r}")
     return Cluster(
         hosts=hosts,
         roles=tuple(roles),
@@ -279,4 +293,5 @@ def cluster_from_dict(doc: Mapping[str, Any]) -> Cluster:
         downtime_nok_per_hour={k: float(v) for k, v in costs.items()},
         restart_minutes=restart_minutes,
         repair_hours=_get(doc, "repair_hours", "cluster", float, 4.0),
+        endpoints=dict(endpoints),
     )
