@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from hypervisor.apply import Applier, DesiredVm
-from hypervisor.model import Cluster, Host, load_cluster
+from hypervisor.model import Cluster, load_cluster
 from hypervisor.placement import Placement, PlacementInfeasible, solve
 from hypervisor.whatif import render, whatif
-from hypervisor.xapi_pool import ObservedPool, XapiError, connect, read_pool
+from hypervisor.xapi_pool import ObservedPool, XapiError, cluster_on_pool, connect, read_pool
 from hypervisor.xapi_tasks import TaskWaiter
 
 _HA_PRIORITY = {"restart": "restart", "best-effort": "best-effort", "none": ""}
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
     try:
         with connect(args.pool, args.user, password) as api:
             pool = read_pool(api)
-            return _report(out, args, _from_pool(cluster, pool), pool, api)
+            return _report(out, args, cluster_on_pool(cluster, pool), pool, api)
     except XapiError as error:
         out.print(f"[red]XAPI: {error}")
         return 1
@@ -78,21 +77,6 @@ def _password(args: argparse.Namespace) -> str:
     if args.password_file is None:
         return sys.stdin.readline().rstrip("\r\n")
     return Path(args.password_file).read_text(encoding="utf-8").strip()
-
-
-def _from_pool(cluster: Cluster, pool: ObservedPool) -> Cluster:
-    """The file's services on the pool's live hosts, starting from where the VMs run now."""
-    hosts = tuple(
-        Host(h.name, h.memory_for_archive, h.cpus, h.uuid)
-        for h in sorted(pool.hosts.values(), key=lambda h: h.name)
-        if h.live and h.enabled
-    )
-    current = {
-        name: vm.host
-        for name, vm in pool.vms.items()
-        if vm.power_state == "Running" and vm.host is not None
-    }
-    return replace(cluster, hosts=hosts).with_current(current)
 
 
 def _report(

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import XenAPI
+
+from hypervisor.model import Cluster, Host
 
 ROLE_KEY = "arkiv:role"
 NAME_KEY = "arkiv:name"
@@ -195,3 +197,19 @@ def _placed_on(vm: dict[str, Any]) -> str | None:
     if scheduled not in ("", NULL_REF):
         return scheduled
     return None
+
+
+def cluster_on_pool(cluster: Cluster, pool: ObservedPool) -> Cluster:
+    """The cluster file's services on the pool's live, enabled hosts (their memory and CPUs as
+    XAPI reports them), starting from where the VMs run now."""
+    hosts = tuple(
+        Host(h.name, h.memory_for_archive, h.cpus, h.uuid)
+        for h in sorted(pool.hosts.values(), key=lambda h: h.name)
+        if h.live and h.enabled
+    )
+    current = {
+        name: vm.host
+        for name, vm in pool.vms.items()
+        if vm.power_state == "Running" and vm.host is not None
+    }
+    return replace(cluster, hosts=hosts).with_current(current)

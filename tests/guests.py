@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import httpx
+
 from hypervisor.xapi_pool import NAME_KEY
 from hypervisor.xapi_sim import XapiSimulator
 from tests.conftest import free_port
@@ -53,6 +55,11 @@ class Guests:
         self._thread = threading.Thread(target=self._watch, name="guests", daemon=True)
         self.boots: dict[str, int] = {name: 0 for name in self._ports}
         """How many times each VM's service was started (a reboot adds one)."""
+        self.drain_at_stop: dict[str, list[dict[str, object] | None]] = {
+            name: [] for name in self._ports
+        }
+        """What each service said of its drain when its VM went down (None: no answer)."""
+        self._token = token
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -89,6 +96,7 @@ class Guests:
                 if boot[0] == guest.boot[0] and host != guest.host:
                     guest.boot, guest.host = boot, host  # migrated, still the same boot
                 elif boot != guest.boot:
+                    self.drain_at_stop[name].append(self._drain_status(name))
                     _stop(guest.process)
                     del self._guests[name]
             for name, (boot, host, broken) in running.items():
@@ -96,6 +104,17 @@ class Guests:
                     process = None if broken else self._start(name)
                     self._guests[name] = _Guest(boot, host, process)
                     self.boots[name] += 1
+
+    def _drain_status(self, name: str) -> dict[str, object] | None:
+        try:
+            answer = httpx.get(
+                f"{self.endpoints[name]}/node/drain",
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=2,
+            )
+            return dict(answer.json()) if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
 
     def _start(self, name: str) -> subprocess.Popen[bytes]:
         http, dicom = self._ports[name]
