@@ -18,7 +18,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hypervisor.sequencing import Step, sequence
-from hypervisor.xapi_pool import NAME_KEY, ROLE_KEY, ObservedPool, XapiError, call, read_pool
+from hypervisor.xapi_pool import (
+    NAME_KEY,
+    ROLE_KEY,
+    TEMPLATE_KEY,
+    ObservedPool,
+    XapiError,
+    call,
+    read_pool,
+)
 from hypervisor.xapi_tasks import TaskWaiter
 
 Progress = Callable[[str], None]
@@ -121,6 +129,7 @@ class Applier:
         ref = str(self._wait.run("VM.clone", template, vm.name))
         call(self._api, "VM.add_to_other_config", ref, ROLE_KEY, vm.role)
         call(self._api, "VM.add_to_other_config", ref, NAME_KEY, vm.name)
+        call(self._api, "VM.add_to_other_config", ref, TEMPLATE_KEY, vm.template)
         self._finish(ref)
         return ref
 

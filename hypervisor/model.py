@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from hypervisor.schedule import RestartSchedule, ScheduleError, schedules_from
+
 GIB = 1024**3
 
 RestartPolicy = Literal["restart", "best-effort", "none"]
@@ -113,6 +115,7 @@ class Cluster:
     repair_hours: float = 4.0
     endpoints: Mapping[str, str] = field(default_factory=dict)
     """Per-VM endpoints that override the role's template (`[endpoints]` in cluster.toml)."""
+    restart_schedules: tuple[RestartSchedule, ...] = ()
 
     def endpoint(self, vm_name: str) -> str | None:
         """Where `vm_name`'s service answers, or None when neither the VM nor its role says."""
@@ -294,4 +297,12 @@ def cluster_from_dict(doc: Mapping[str, Any]) -> Cluster:
         restart_minutes=restart_minutes,
         repair_hours=_get(doc, "repair_hours", "cluster", float, 4.0),
         endpoints=dict(endpoints),
+        restart_schedules=_schedules(doc, roles),
     )
+
+
+def _schedules(doc: Mapping[str, Any], roles: list[Role]) -> tuple[RestartSchedule, ...]:
+    try:
+        return schedules_from(doc, [r.name for r in roles])
+    except ScheduleError as error:
+        raise ClusterConfigError("restart_schedule", str(error)) from error

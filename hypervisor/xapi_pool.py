@@ -25,6 +25,8 @@ from hypervisor.model import Cluster, Host
 ROLE_KEY = "arkiv:role"
 NAME_KEY = "arkiv:name"
 """`other_config` keys that mark a VM as one of the archive's, and which one."""
+TEMPLATE_KEY = "arkiv:template"
+"""The template a VM was cloned from (a rollout skips VMs already on its template)."""
 NULL_REF = "OpaqueRef:NULL"
 
 
