@@ -228,6 +228,11 @@ class GuestServices:
             )
         kind = self._cluster.role(role_name).drain
         if kind in ("dicom", "web"):
+            if not self._token:
+                raise GuestServiceError(
+                    f"{vm_name} is an arkiv node: draining it needs the nodes' drain token "
+                    "(--drain-token-file)"
+                )
             return ArkivNode(vm_name, url, self._token, self._timeout)
         if kind == "object-store":
             return MinioNode(vm_name, url, self._timeout)

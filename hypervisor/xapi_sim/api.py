@@ -133,6 +133,7 @@ class Api:
         add("VM.snapshot", vm_ops.snapshot, 2, optional=1)
         add("VM.revert", vm_ops.revert, 1)
         add("VM.destroy", vm_ops.destroy, 1)
+        add("VDI.destroy", vm_ops.vdi_destroy, 1)
         add(
             "VM.assert_can_boot_here",
             self._assert_can_boot_here,

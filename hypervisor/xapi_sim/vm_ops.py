@@ -745,3 +745,23 @@ def get_possible_hosts(state: State, vm_ref: str) -> list[str]:
             continue
         result.append(host)
     return result
+
+
+def vdi_destroy(state: State, vdi_ref: Any) -> Deferred:
+    """VDI.destroy: a disk no running VM has attached goes, with the VBDs of halted VMs or
+    snapshots that still name it; VDI_IN_USE [vdi, "destroy"] while a running VM uses it."""
+    ref = as_str(vdi_ref, "self")
+    state.get("VDI", ref)
+    users = [(r, vbd) for r, vbd in state.all("VBD").items() if vbd["VDI"] == ref]
+    for _, vbd in users:
+        if state.exists("VM", vbd["VM"]) and state.get("VM", vbd["VM"])["power_state"] != "Halted":
+            raise ApiError("VDI_IN_USE", ref, "destroy")
+
+    def finish() -> str:
+        for vbd_ref, _ in users:
+            if state.exists("VBD", vbd_ref):
+                state.remove("VBD", vbd_ref)
+        state.remove("VDI", ref)
+        return ""
+
+    return Deferred("vdi_destroy", finish, duration_of(state, "vdi_destroy"))
