@@ -9,7 +9,8 @@ chosen explicitly (`start_on`, `pool_migrate`): XAPI's own choice is random amon
 
 After the moves the VMs get XenServer's own protections: the placed host as `affinity` (where an
 HA or manual start goes first), the role's HA restart priority, and an anti-affinity VM group
-per group of the model where the pool's licence allows it.
+per group of the model where the pool's licence allows it. Last, XAPI's own HA planner is asked
+where each blade's protected VMs would restart, and any VM it finds no room for is reported.
 """
 
 from __future__ import annotations
@@ -75,6 +76,35 @@ def plan_steps(pool: ObservedPool, desired: list[DesiredVm]) -> list[Step]:
     return sequence(current, target, need, capacity)
 
 
+def cross_check_with_xapi(api: object, pool: ObservedPool) -> list[str]:
+    """Ask XAPI's own HA planner (`pool.ha_compute_vm_failover_plan`, which needs no HA enabled)
+    where each host's protected VMs would restart if that host failed. Our placement already
+    passed the same biggest-fit-decreasing repack; a VM XAPI finds no room for means the pool
+    differs from the model (other VMs, memory settings), which the operator must hear of."""
+    notes: list[str] = []
+    for host in sorted(pool.hosts.values(), key=lambda h: h.name):
+        protected = [
+            vm
+            for vm in pool.vms.values()
+            if vm.host == host.name
+            and vm.power_state == "Running"
+            and vm.ha_restart_priority == "restart"
+        ]
+        if not protected or not host.live:
+            continue
+        plan = call(
+            api, "pool.ha_compute_vm_failover_plan", [host.ref], [vm.ref for vm in protected]
+        )
+        for vm in sorted(protected, key=lambda v: v.name):
+            answer = plan.get(vm.ref, {})
+            if "host" not in answer:
+                notes.append(
+                    f"XAPI's failover planner finds no host for {vm.name} if {host.name} fails "
+                    f"({answer.get('error_code', 'no answer')}): N+1 does not hold on the pool"
+                )
+    return notes
+
+
 class Applier:
     def __init__(self, api: object, waiter: TaskWaiter, progress: Progress = print) -> None:
         self._api = api
@@ -101,6 +131,7 @@ class Applier:
             report.done.append(step.describe())
             pool = read_pool(self._api)
         report.notes.extend(self._protect(read_pool(self._api), desired))
+        report.notes.extend(cross_check_with_xapi(self._api, read_pool(self._api)))
         return report
 
     def _run(self, step: Step, pool: ObservedPool, wanted: Mapping[str, DesiredVm]) -> None:

@@ -65,6 +65,7 @@ def test_vms_are_created_started_and_moved_where_the_placement_says(
     first = [web("web-1", "blade1"), web("web-2", "blade2"), db("db-1", "blade3")]
     report = applier(api, sim).apply(first, dry_run=False)
     assert report.ok, report.failed
+    assert not [n for n in report.notes if "failover planner" in n], "XAPI agrees N+1 holds"
     assert placed(api) == {"web-1": "blade1", "web-2": "blade2", "db-1": "blade3"}
     records = sim.vm_records()
     ours = [r for r in records.values() if ROLE_KEY in r["other_config"]]
@@ -107,3 +108,15 @@ def test_after_a_host_crash_the_next_run_restarts_what_it_lost(
     assert report.ok, report.failed
     assert report.done == ["start web-2 on blade3"]
     assert placed(api) == {"web-1": "blade1", "web-2": "blade3"}
+
+
+def test_xapi_s_own_failover_planner_reports_a_pool_without_n_plus_one(
+    api: Any, sim: XapiSimulator
+) -> None:
+    # two 24 GiB databases on each 64 GiB blade: no survivor has room for a failed blade's two
+    full = [db(f"db-{n}", f"blade{(n + 1) // 2}") for n in range(1, 7)]
+    report = applier(api, sim).apply(full, dry_run=False)
+    assert report.ok, report.failed
+    lost = [n for n in report.notes if n.startswith("XAPI's failover planner finds no host")]
+    assert len(lost) == 6, report.notes
+    assert "for db-1 if blade1 fails (HOST_NOT_ENOUGH_FREE_MEMORY)" in lost[0]
