@@ -51,6 +51,20 @@ class IngestResult:
     message: str = ""
 
 
+SOURCE_LENGTH = 200
+"""The index's source column; a longer origin keeps its end (the file name, the study UID)."""
+
+
+def _source(actor: Actor, origin: str) -> str:
+    """Who sent an object, or, for an imported one, where it was found."""
+    if not origin:
+        return f"{actor.kind}:{actor.name}@{actor.address}"[:SOURCE_LENGTH]
+    source = f"import:{origin}"
+    if len(source) <= SOURCE_LENGTH:
+        return source
+    return "import:…" + origin[-(SOURCE_LENGTH - len("import:…")) :]
+
+
 def blob_key(parsed: ParsedObject, sha256: str) -> str:
     """Keys from validated UIDs plus the content hash: a different object never lands on a key
     another object holds, and the same object always lands on the same key."""
@@ -105,9 +119,13 @@ class IngestService:
     def close(self) -> None:
         self._io.shutdown(wait=True)
 
-    def ingest_dicom(self, data: bytes, actor: Actor) -> IngestResult:
+    def ingest_dicom(self, data: bytes, actor: Actor, origin: str = "") -> IngestResult:
         """Take one Part 10 object. Raises InvalidObject/UnsupportedObject (nothing stored) or
-        ArchiveUnavailable (nothing acknowledged; a blob written may remain for fsck)."""
+        ArchiveUnavailable (nothing acknowledged; a blob written may remain for fsck).
+
+        `origin` says where an object that did not come from `actor` itself was found (an
+        imported file's path, the old PACS and study it was pulled from): it becomes the
+        instance's source in the index and is recorded in full in the audit event."""
         hashing = self._io.submit(_sha256, data)
         try:
             parsed = parse_part10(data, self._max_pixels)
@@ -122,7 +140,7 @@ class IngestService:
             raise ArchiveUnavailable(f"the object could not be stored: {exc}") from exc
         blob = BlobRef(key=key, size=len(data), sha256=sha256)
         try:
-            result = self._index_object(parsed, blob, actor)
+            result = self._index_object(parsed, blob, actor, origin)
         except (StorageError, AuditUnavailable) as exc:
             raise ArchiveUnavailable(f"the object could not be indexed: {exc}") from exc
         if result.outcome is IngestOutcome.STORED:
@@ -196,7 +214,7 @@ class IngestService:
                     return IngestOutcome.DUPLICATE
                 if wrapper is not None:
                     parsed, blob = wrapper
-                    tx.add_instance(self._new_instance(parsed, blob, actor, received_at))
+                    tx.add_instance(self._new_instance(parsed, blob, actor, received_at, source))
                 tx.add_photo(
                     NewPhoto(
                         facts=facts,
@@ -215,7 +233,7 @@ class IngestService:
 
     @staticmethod
     def _new_instance(
-        parsed: ParsedObject, blob: BlobRef, actor: Actor, received_at: str
+        parsed: ParsedObject, blob: BlobRef, actor: Actor, received_at: str, source: str
     ) -> NewInstance:
         return NewInstance(
             patient=parsed.patient,
@@ -224,14 +242,16 @@ class IngestService:
             instance=parsed.instance,
             blob=blob,
             county=actor.county,
-            source=f"{actor.kind}:{actor.name}@{actor.address}",
+            source=source,
             received_at=received_at,
         )
 
-    def _index_object(self, parsed: ParsedObject, blob: BlobRef, actor: Actor) -> IngestResult:
+    def _index_object(
+        self, parsed: ParsedObject, blob: BlobRef, actor: Actor, origin: str
+    ) -> IngestResult:
         received_at = now_iso()
         inst = parsed.instance
-        source = f"{actor.kind}:{actor.name}@{actor.address}"
+        source = _source(actor, origin)
         details: dict[str, object] = {
             "sop_instance_uid": inst.sop_uid,
             "sop_class_uid": inst.sop_class_uid,
@@ -239,6 +259,8 @@ class IngestService:
             "sha256": blob.sha256,
             "size": blob.size,
         }
+        if origin:
+            details["source"] = origin
         if not parsed.patient.id_valid:
             details["patient_id_problem"] = parsed.patient.id_problem or "not a valid national ID"
 
@@ -255,7 +277,7 @@ class IngestService:
                 details=details,
             )
 
-        new = self._new_instance(parsed, blob, actor, received_at)
+        new = self._new_instance(parsed, blob, actor, received_at, source)
         with self._index.transaction() as tx:
             if tx.add_instance(new):
                 self._audit.record_in(tx, stored_event())
