@@ -1,12 +1,12 @@
-"""What runs inside the simulated VMs: a real `arkiv serve` per archive VM, tied to the VM's life.
+"""What runs inside the simulated VMs: a real arkiv web node per archive VM, tied to the VM's life.
 
 The XAPI simulator has no guests, so a rolling restart or a rollout against it alone would test
 only XAPI calls. `Guests` watches the simulator and gives every running archive VM (one marked
-with `arkiv:name`) a real arkiv node on loopback: started when the VM boots, started again when
-it reboots (its domid changes) or is replaced by another VM of the same name, stopped when it
-halts. Each VM name keeps its data directory across reboots, like a VM's disk. A VM whose
-template said `other_config["test:guest"] = "broken"` boots without a working service (the
-broken upgrade a rollout must undo).
+with `arkiv:name`) a real `arkiv web` node on loopback (what a web VM runs): started when the VM
+boots, started again when it reboots (its domid changes) or is replaced by another VM of the
+same name, stopped when it halts. Each VM name keeps its data directory across reboots, like a
+VM's disk. A VM whose template said `other_config["test:guest"] = "broken"` boots without a
+working service (the broken upgrade a rollout must undo).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Guests:
         self._root = root
         self._token_file = root / "drain-token"
         self._token_file.write_text(token + "\n")
-        self._ports = {name: (free_port(), free_port()) for name in names}
+        self._ports = {name: free_port() for name in names}
         self._guests: dict[str, _Guest] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="guests", daemon=True)
@@ -63,7 +63,7 @@ class Guests:
 
     @property
     def endpoints(self) -> dict[str, str]:
-        return {name: f"http://127.0.0.1:{http}" for name, (http, _) in self._ports.items()}
+        return {name: f"http://127.0.0.1:{http}" for name, http in self._ports.items()}
 
     def __enter__(self) -> Guests:
         self._thread.start()
@@ -117,14 +117,13 @@ class Guests:
             return None
 
     def _start(self, name: str) -> subprocess.Popen[bytes]:
-        http, dicom = self._ports[name]
+        http = self._ports[name]
         data = self._root / name
         return subprocess.Popen(
             [
                 *ARKIV,
-                *("serve", "--data", str(data), "--host", "127.0.0.1"),
-                *("--dicom-port", str(dicom), "--http-port", str(http)),
-                *("--dicom-workers", "1"),
+                *("web", "--data", str(data), "--host", "127.0.0.1"),
+                *("--http-port", str(http)),
             ],
             env={**os.environ, "ARKIV_DRAIN_TOKEN_FILE": str(self._token_file)},
             stdout=subprocess.DEVNULL,
