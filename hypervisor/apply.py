@@ -16,8 +16,9 @@ where each blade's protected VMs would restart, and any VM it finds no room for 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from hypervisor.operation_report import OperationReport
 from hypervisor.sequencing import Step, sequence
 from hypervisor.xapi_pool import (
     NAME_KEY,
@@ -48,16 +49,7 @@ class DesiredVm:
     anti_affinity_group: str | None = None
 
 
-@dataclass
-class ApplyReport:
-    planned: list[str] = field(default_factory=list)
-    done: list[str] = field(default_factory=list)
-    failed: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed is None
+ApplyReport = OperationReport
 
 
 def plan_steps(pool: ObservedPool, desired: list[DesiredVm]) -> list[Step]:

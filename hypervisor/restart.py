@@ -29,11 +29,12 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hypervisor.failover import verify_n_plus_one
 from hypervisor.guest_service import Check, GuestService, GuestServices, wait_for
 from hypervisor.model import Cluster, DrainKind
+from hypervisor.operation_report import OperationReport
 from hypervisor.vm_power import reboot
 from hypervisor.whatif import failure_impact
 from hypervisor.xapi_pool import ObservedPool, ObservedVm, XapiError, cluster_on_pool, read_pool
@@ -66,16 +67,7 @@ class RestartSettings:
     switchover_seconds: float = 300.0
 
 
-@dataclass
-class RestartReport:
-    planned: list[str] = field(default_factory=list)
-    done: list[str] = field(default_factory=list)
-    failed: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed is None
+RestartReport = OperationReport
 
 
 class RollingRestart:

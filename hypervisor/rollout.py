@@ -42,6 +42,7 @@ from hypervisor.guest_service import (
     wait_for,
 )
 from hypervisor.model import Role
+from hypervisor.operation_report import OperationReport
 from hypervisor.xapi_pool import (
     NAME_KEY,
     NULL_REF,
@@ -80,21 +81,13 @@ class RolloutRefused(ValueError):
 
 
 @dataclass
-class RolloutReport:
-    planned: list[str] = field(default_factory=list)
-    """What the rollout does, one line per VM, the canary first."""
-    done: list[str] = field(default_factory=list)
-    """VMs now running the new template (`web-1: arkiv-web-1.0 → arkiv-web-1.1 on blade1`)."""
-    failed: str | None = None
-    """The VM that failed and why; the rollout stopped there."""
+class RolloutReport(OperationReport):
+    """`planned` is one line per VM, the canary first; `done` the VMs now on the new template
+    (`web-1: arkiv-web-1.0 → arkiv-web-1.1 on blade1`); `notes` skipped VMs, slow drains, hard
+    shutdowns, what was cleaned up and what was left."""
+
     reverted: list[str] = field(default_factory=list)
     """VMs put back from their snapshot."""
-    notes: list[str] = field(default_factory=list)
-    """Skipped VMs, slow drains, hard shutdowns, what was cleaned up, what was left."""
-
-    @property
-    def ok(self) -> bool:
-        return self.failed is None
 
 
 class _StepFailed(RuntimeError):
