@@ -401,6 +401,9 @@ def test_gallery_reads_are_audited_and_bounded_by_county(
     assert any(e.event_id == "110104" and e.action == "C" for e in events)  # the upload
     with photo_archive.add_user("tannlege-telemark", Role.CLINICIAN, County.TELEMARK) as other:
         assert other.get(f"/api/patients/{key}/photos").status_code == 403
+        page = other.get(f"/patients/{key}/photos", headers={"Accept": "text/html"})
+        assert page.status_code == 403 and 'action="/break-glass"' in page.text
+        assert f'value="/patients/{key}/photos"' in page.text, "the grant leads back here"
         assert other.get(photo["links"]["original"]).status_code == 404
         assert other.get(f"/api/photos/{photo['id']}").status_code == 404
         answer = upload(other, ("x.jpg", media.jpeg(seed=31, gps=False), "image/jpeg"))

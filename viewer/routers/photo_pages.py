@@ -17,10 +17,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from arkiv.authorization import require_image_read, require_store
-from arkiv.errors import InvalidQuery
+from arkiv.errors import BreakGlassRequired, InvalidQuery
 from arkiv.photos import CATEGORIES
 from arkiv.teeth import is_valid_tooth
 from storage.records import PhotoRecord
+from viewer.break_glass_page import break_glass_page
 from viewer.dependencies import ArchiveDep, PrincipalDep
 from viewer.templating import templates
 
@@ -167,9 +168,12 @@ def gallery_page(
     asked for is what the audit event records."""
     chosen_category = _category_filter(category)
     chosen_tooth = tooth_filter(tooth)
-    patient, records = archive.photos.gallery(
-        principal, patient_pk, category=chosen_category, tooth=chosen_tooth
-    )
+    try:
+        patient, records = archive.photos.gallery(
+            principal, patient_pk, category=chosen_category, tooth=chosen_tooth
+        )
+    except BreakGlassRequired as exc:  # another county's patient: offer the glass, as elsewhere
+        return break_glass_page(request, archive, principal, exc)
     photos = [photo_view(record) for record in records]
     return templates.TemplateResponse(
         request,
