@@ -40,7 +40,7 @@ minio:
 	.ci/install-minio
 
 test: system-packages node-packages minio $(STAMP) lint typecheck
-	$(VENV)/bin/pytest -ra
+	$(VENV)/bin/pytest -ra --durations=30
 
 bench: system-packages minio $(STAMP)
 	$(VENV)/bin/python -m bench.ingest $(ARGS)
