@@ -98,6 +98,8 @@ class PhotoIngest:
     """The DICOM wrapper (Part 10), indexed as an instance in the same transaction."""
     details: dict[str, object]
     """What the audit event records about the upload beyond the ids."""
+    origin: str = ""
+    """Where an imported photo was found (see `IngestService.ingest_dicom`)."""
 
 
 class IngestService:
@@ -166,8 +168,10 @@ class IngestService:
         wrapper: tuple[ParsedObject, BlobRef] | None = None
         digests = {role: _sha256(data) for role, (data, _ext) in photo.renditions.items()}
         original_sha256 = digests["original"]
-        source = f"{actor.kind}:{actor.name}@{actor.address}"
+        source = _source(actor, photo.origin)
         details = {**photo.details, "photo_id": facts.photo_id, "sha256": original_sha256}
+        if photo.origin:
+            details["source"] = photo.origin
 
         def event(description: str = "") -> Event:
             return Event(

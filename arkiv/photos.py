@@ -80,6 +80,9 @@ class PhotoForm:
     note: str = ""
     taken_at: str = ""
     """"YYYY-MM-DDTHH:MM[:SS]", used only when a file carries no capture time of its own."""
+    origin: str = ""
+    """Where an imported photo was found (`manifest:…`): its source in the index and the audit
+    event, as for imported DICOM objects. Empty for an upload, whose uploader is the source."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ class PhotoService:
                 county=county,
                 renditions=_renditions(item),
                 dicom=dicom,
+                origin=form.origin,
                 details={
                     "kind": facts.kind,
                     "media_type": facts.media_type,
