@@ -23,6 +23,7 @@ from pynetdicom import AllStoragePresentationContexts
 from arkiv.dicom_structure import check_part10
 from arkiv.errors import InvalidObject, UnsupportedObject
 from arkiv.identity import check_national_id
+from arkiv.patient_identity import identify, other_patient_ids
 from storage.records import (
     InstanceAttributes,
     PatientAttributes,
@@ -63,8 +64,15 @@ VIDEO_TRANSFER_SYNTAXES = frozenset(
 """MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265 (PS3.5 8.2.5–8.2.8): video streams, not frames."""
 
 
-def parse_part10(data: bytes, max_pixels: int) -> ParsedObject:
-    """Parse and validate a Part 10 object; raise InvalidObject or UnsupportedObject otherwise."""
+def parse_part10(
+    data: bytes, max_pixels: int, allow_missing_patient_id: bool = False
+) -> ParsedObject:
+    """Parse and validate a Part 10 object; raise InvalidObject or UnsupportedObject otherwise.
+
+    An object without Patient ID is refused unless a valid national ID among its Other Patient
+    IDs names the patient, or `allow_missing_patient_id` (an old archive being imported, whose
+    objects must not be lost): then it is filed under a placeholder record of its study, which
+    the reconciliation lists for an administrator (`arkiv.patient_identity`)."""
     try:
         ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
     except (InvalidDicomError, EOFError, ValueError, OSError, struct.error) as exc:
@@ -74,7 +82,7 @@ def parse_part10(data: bytes, max_pixels: int) -> ParsedObject:
         raise InvalidObject("file meta information has no valid Transfer Syntax UID")
     structure = check_part10(data, ts)
     try:
-        _require_identity(ds)
+        _require_identity(ds, allow_missing_patient_id)
         rows, columns, frames = _check_image(
             ds, structure.pixel_data, max_pixels, video=ts in VIDEO_TRANSFER_SYNTAXES
         )
@@ -97,7 +105,7 @@ def parse_part10(data: bytes, max_pixels: int) -> ParsedObject:
     return ParsedObject(ds, ts, patient, study, series, instance)
 
 
-def _require_identity(ds: Dataset) -> None:
+def _require_identity(ds: Dataset, allow_missing_patient_id: bool = False) -> None:
     for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
         value = str(ds.get(keyword, "") or "").strip()
         if not value:
@@ -117,7 +125,11 @@ def _require_identity(ds: Dataset) -> None:
     media_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
     if media_class and media_class != sop_class:
         raise InvalidObject(f"SOPClassUID {sop_class} differs from the announced {media_class}")
-    if not str(ds.get("PatientID", "") or "").strip():
+    if (
+        not str(ds.get("PatientID", "") or "").strip()
+        and not allow_missing_patient_id
+        and not any(check_national_id(o.value).valid for o in other_patient_ids(ds))
+    ):
         raise InvalidObject("PatientID is missing; an image without a patient cannot be filed")
 
 
@@ -171,17 +183,13 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _patient(ds: Dataset) -> PatientAttributes:
-    patient_id = _text(ds, "PatientID")
-    check = check_national_id(patient_id)
-    return PatientAttributes(
-        patient_id=patient_id,
+    return identify(
+        ds,
+        patient_id=_text(ds, "PatientID"),
         issuer=_text(ds, "IssuerOfPatientID"),
         name=_text(ds, "PatientName", 324),
         birth_date=_text(ds, "PatientBirthDate", 8),
         sex=_text(ds, "PatientSex", 16),
-        id_kind=check.kind.value if check.kind else None,
-        id_valid=check.valid,
-        id_problem=check.problem,
     )
 
 

@@ -130,7 +130,8 @@ class IngestService:
         instance's source in the index and is recorded in full in the audit event."""
         hashing = self._io.submit(_sha256, data)
         try:
-            parsed = parse_part10(data, self._max_pixels)
+            # an old archive's object without any patient ID is kept, for an admin to file
+            parsed = parse_part10(data, self._max_pixels, allow_missing_patient_id=bool(origin))
         finally:
             sha256 = hashing.result()
         key = blob_key(parsed, sha256)

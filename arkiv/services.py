@@ -20,6 +20,7 @@ from arkiv.ingest import IngestService
 from arkiv.patient_view import PatientViewService
 from arkiv.photo_access import PhotoAccess
 from arkiv.photos import PhotoService
+from arkiv.reconciliation import ReconciliationService
 from arkiv.study_view import StudyViewService
 from storage.blobs import BlobStore, FileBlobStore
 from storage.errors import StorageError
@@ -65,6 +66,7 @@ class Archive:
         self.audit_forwarder: SyslogForwarder | None = None
         """Set in the process holding the audit duties (`arkiv.audit_duties`), for monitoring."""
         self.accounts = AccountService(self.index, self.audit, settings)
+        self.reconciliation = ReconciliationService(self.index, self.audit)
         self.consistency = ConsistencyService(
             self.index, self.blobs, self.ingest, settings.county.value
         )

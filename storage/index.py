@@ -46,6 +46,13 @@ from storage.database import (
 )
 from storage.errors import IndexUnavailable
 from storage.leases import Lease, open_lease
+from storage.patient_records import (
+    PatientChanges,
+    PatientRecords,
+    current_patient,
+    note_patient,
+    note_redirect,
+)
 from storage.photo_index import PhotoIndex, add_photo, photo_by_content
 from storage.records import (
     AuditEvent,
@@ -205,6 +212,8 @@ class Index:
         migrate(self._engine)
         self.photos = PhotoIndex(self._read)
         """Clinical photos and video (`storage.photo_index`)."""
+        self.patient_records = PatientRecords(self._read)
+        """Aliases, names seen, merges and splits (`storage.patient_records`)."""
 
     def close(self) -> None:
         self._engine.dispose()
@@ -770,6 +779,7 @@ class IndexTransaction:
         self._conn = conn
         self._keys = keys
         self.new_keys: dict[tuple[str, ...], int] = {}
+        self.patient_changes = PatientChanges(conn)
 
     def instance_digest(self, sop_uid: str) -> str | None:
         """SHA-256 of the stored object under this SOP Instance UID, if any."""
@@ -780,7 +790,11 @@ class IndexTransaction:
 
     def add_instance(self, new: NewInstance) -> bool:
         """Index a new instance; False when this SOP Instance UID is already indexed."""
-        patient_key = ("patient", new.patient.patient_id, new.patient.issuer)
+        p = new.patient
+        # Name, birth date, alias and county are in the key so that each new one reaches
+        # _ensure_patient once and is noted for the reconciliation.
+        patient_key: tuple[str, ...] = ("patient", p.patient_id, p.issuer, p.name, p.birth_date)
+        patient_key += (p.alias_id, p.alias_issuer, new.county)
         study_key = ("study", new.study.study_uid)
         series_key = ("series", new.series.series_uid)
         patient_pk = self._keys.get(patient_key) or self._ensure_patient(new, patient_key)
@@ -865,13 +879,16 @@ class IndexTransaction:
         lookup = select(_patients.c.id).where(
             (_patients.c.patient_id == p.patient_id) & (_patients.c.issuer == p.issuer)
         )
-        return self._ensure(_patients, values, lookup, key)
+        pk = self._ensure(_patients, values, lookup, key)
+        note_patient(self._conn, pk, new)
+        return pk
 
     def _ensure_study(self, new: NewInstance, patient_pk: int, key: tuple[str, ...]) -> int:
         s = new.study
+        filed_under, merge = current_patient(self._conn, patient_pk)  # a merged record's heir
         values = {
             "study_uid": s.study_uid,
-            "patient_pk": patient_pk,
+            "patient_pk": filed_under,
             "study_date": s.study_date,
             "study_time": s.study_time,
             "accession_number": s.accession_number,
@@ -882,7 +899,10 @@ class IndexTransaction:
             "created_at": new.received_at,
         }
         lookup = select(_studies.c.id).where(_studies.c.study_uid == s.study_uid)
-        return self._ensure(_studies, values, lookup, key)
+        pk = self._ensure(_studies, values, lookup, key)
+        if merge is not None:
+            note_redirect(self._conn, pk, patient_pk, merge)
+        return pk
 
     def _ensure_series(self, new: NewInstance, study_pk: int, key: tuple[str, ...]) -> int:
         s = new.series

@@ -300,3 +300,75 @@ class SessionRow(Base):
     last_seen_at: Mapped[str] = mapped_column(String(32), default="")
     csrf_token: Mapped[str] = mapped_column(String(64), default="")
     auth_method: Mapped[str] = mapped_column(String(16), default="password")
+
+
+class PatientAlias(Base):
+    """A local Patient ID (with its issuer and county) under which a patient's objects arrived
+    while they were indexed under the national ID found among their Other Patient IDs."""
+
+    __tablename__ = "patient_aliases"
+    __table_args__ = (
+        UniqueConstraint("patient_pk", "local_id", "issuer", "county", name="uq_patient_alias"),
+        Index("ix_patient_aliases_local", "local_id", "issuer"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    local_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    county: Mapped[str] = mapped_column(String(32))
+    first_seen: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(200))
+
+
+class PatientName(Base):
+    """Each distinct name and birth date objects gave a patient, per county, with the first
+    source that gave it: what the reconciliation compares. Only ever added."""
+
+    __tablename__ = "patient_names"
+    __table_args__ = (
+        UniqueConstraint(
+            "patient_pk", "name", "birth_date", "county", name="uq_patient_name_variant"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    name: Mapped[str] = mapped_column(String(324), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    birth_date_problem: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    county: Mapped[str] = mapped_column(String(32))
+    first_seen: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(200))
+
+
+class PatientChange(Base):
+    """A merge, split, accept or undo by an administrator, with what undoing it needs.
+
+    Only ever added: an undo is a row of its own naming the change it reverses.
+    """
+
+    __tablename__ = "patient_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    target_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("patients.id"), nullable=True, index=True
+    )
+    study_uids: Mapped[str] = mapped_column(Text, default="[]")
+    details: Mapped[str] = mapped_column(Text, default="{}")
+    undoes: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    made_at: Mapped[str] = mapped_column(String(32))
+
+
+class RedirectedStudy(Base):
+    """A study whose objects named a merged (tombstone) patient record and were therefore
+    filed under the record it was merged into; undoing that merge takes it back."""
+
+    __tablename__ = "redirected_studies"
+
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    named_patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("patient_changes.id"))

@@ -20,6 +20,12 @@ class PatientAttributes:
     id_kind: str | None
     id_valid: bool
     id_problem: str | None
+    alias_id: str = ""
+    """The object's own Patient ID when it is indexed under a national ID found among its Other
+    Patient IDs (kept as an alias of the patient); empty otherwise."""
+    alias_issuer: str = ""
+    birth_date_problem: str | None = None
+    """Why the birth date contradicts the national ID's own date, if it does."""
 
 
 @dataclass(frozen=True)

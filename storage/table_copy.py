@@ -79,13 +79,20 @@ _PLAN: tuple[tuple[str, Kind], ...] = (
     ("audit_counties", Kind.APPEND),
     ("audit_checkpoints", Kind.APPEND),
     ("break_glass_grants", Kind.APPEND),
-    ("patients", Kind.APPEND),
-    ("studies", Kind.APPEND),
+    # A reconciliation changes a patient's name and birth date (accept) and a study's patient
+    # (merge, split, undo) in place, so these two are written again in full.
+    ("patients", Kind.SYNC),
+    ("studies", Kind.SYNC),
     ("series", Kind.APPEND),
     ("instances", Kind.APPEND),
     ("instance_conflicts", Kind.APPEND),
     ("photos", Kind.APPEND),
     ("media_blobs", Kind.APPEND),
+    # Patient reconciliation: only ever added, except that a redirect is keyed by its study.
+    ("patient_aliases", Kind.APPEND),
+    ("patient_names", Kind.APPEND),
+    ("patient_changes", Kind.APPEND),
+    ("redirected_studies", Kind.SYNC),
     ("users", Kind.SYNC),
     ("web_sessions", Kind.MIRROR),
     # How far the log was forwarded to syslog: the scale-out forwarder continues from there.

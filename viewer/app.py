@@ -29,6 +29,7 @@ from viewer.routers import (
     health,
     oidc,
     pages,
+    patient_admin,
     patient_pages,
     photo_pages,
     photos,
@@ -71,6 +72,7 @@ def create_app(archive: Archive) -> FastAPI:
     app.include_router(fhir.router)
     app.include_router(break_glass_api.router)
     app.include_router(admin.router)
+    app.include_router(patient_admin.router)
     app.include_router(pages.router)
     app.include_router(study_viewer.router)
     app.include_router(patient_pages.router)
