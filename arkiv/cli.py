@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from arkiv import cluster_cli, patients_cli, photo_import
+from arkiv import cluster_cli, import_cli, patients_cli, photo_import
 from arkiv.accounts import SERVICE_SCOPES, Role
 from arkiv.atomic_file import write_atomically
 from arkiv.audit import Actor, Event, EventType
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _user_commands(commands.add_parser("user", help="accounts"))
     _common(photo_import.add_parser(commands))
+    _common(import_cli.add_parser(commands))
     _common(patients_cli.add_parser(commands))
     _audit_commands(commands.add_parser("audit", help="the audit log"))
     cluster_cli.add_parser(commands)
@@ -373,6 +374,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return photo_import.run(archive, args, _cli_actor(settings).name)
         if args.command == "patients":
             return patients_cli.run(archive, args, _cli_actor(settings))
+        if args.command == "import":
+            return import_cli.run(archive, args, _cli_actor(settings).name)
     finally:
         archive.close()
     return 2

@@ -64,6 +64,8 @@ class ImportReport:
     """Filled by the reconciliation after the run: same ID, different people, and the like."""
     stopped: str = ""
     """Why the run stopped before the end (the archive unavailable, interrupted)."""
+    study_uids: set[str] = field(default_factory=set)
+    """Studies the run's objects belong to (for the patient conflicts; not in the JSON)."""
 
     def refuse(self, origin: str, reason: str) -> None:
         self.refused.append({"origin": origin, "reason": reason})
@@ -136,6 +138,7 @@ class ImportRun:
         except (InvalidObject, UnsupportedObject) as error:
             self.report.refuse(found.origin, str(error))
             return self._told(found, Disposition.REFUSED)
+        self.report.study_uids.add(result.study_uid)
         if result.outcome is IngestOutcome.STORED:
             self.report.imported += 1
             self.report.bytes_imported += len(found.data)
