@@ -17,7 +17,14 @@ The peers (``--peers``):
 
 * ``embedded``: SQLite and files in a fresh data directory;
 * ``scaleout``: a fresh database of a PostgreSQL and a fresh bucket of a MinIO the benchmark
-  starts itself on 127.0.0.1 (`bench/scaleout.py`), skipped with a note when not installed.
+  starts itself on 127.0.0.1 (`bench/scaleout.py`), skipped with a note when not installed;
+* ``orthanc``: the same folder into a fresh Orthanc (Debian package) the way Orthanc's own
+  `ImportDicomFiles.py` does it, every file POSTed to its REST API (`/instances`) by as many
+  threads as arkiv has workers; the ratio printed is arkiv's rate over Orthanc's at the same
+  number of workers, measured in the same run. Skipped with a note when Orthanc is not
+  installed.
+
+The summary gives the median over ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -26,14 +33,17 @@ import argparse
 import contextlib
 import io
 import json
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -42,8 +52,11 @@ from arkiv.config import Settings
 from arkiv.import_cli import run as run_import
 from arkiv.services import Archive
 from bench import dataset as ds
+from bench.peers import OrthancPeer
 from bench.scaleout import ScaleoutBackend
 from tests.servers import MINIO_PASSWORD, MINIO_USER, ServerUnavailable
+
+ORTHANC_BIN = Path("/usr/sbin/Orthanc")
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
@@ -70,10 +83,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patients", type=int, default=20)
     parser.add_argument("--workers", default="1,4", help="worker counts, comma-separated")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--peers", default="embedded,scaleout")
+    parser.add_argument("--peers", default="embedded,scaleout,orthanc")
     parser.add_argument("--tmp-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser.parse_args(argv)
+
+
+def orthanc_import_once(folder: Path, workers: int, scratch: Path) -> tuple[float, float, int, int]:
+    """(seconds, seconds again, objects, bytes) of POSTing every file of `folder` to a fresh
+    Orthanc with `workers` threads, then the same again (Orthanc answers AlreadyStored)."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and _is_part10(p))
+    peer = OrthancPeer(ORTHANC_BIN)
+    peer.start(scratch / f"orthanc-{time.monotonic_ns()}")
+    try:
+        url = f"http://127.0.0.1:{peer.http_port}/instances"
+        with httpx.Client(timeout=120) as client:
+
+            def post(path: Path) -> int:
+                data = path.read_bytes()
+                answer = client.post(url, content=data)
+                answer.raise_for_status()
+                return len(data)
+
+            def run() -> tuple[float, int]:
+                started = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    sizes = list(pool.map(post, paths))
+                return time.perf_counter() - started, sum(sizes)
+
+            first, size = run()
+            again, _ = run()
+        count, _how = peer.count_instances()
+    finally:
+        peer.stop()
+    return first, again, count or 0, size
+
+
+def _is_part10(path: Path) -> bool:
+    """Orthanc's import script also sends only what Orthanc takes: Part 10 files."""
+    with path.open("rb") as handle:
+        return handle.read(132)[128:] == b"DICM"
 
 
 def import_once(settings: Settings, folder: Path, workers: int, report: Path) -> tuple[float, Any]:
@@ -127,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         f"({'cached' if reused else 'generated'}) at {data_set.root}"
     )
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if "orthanc" in peers and not ORTHANC_BIN.exists():
+        console.print(f"[yellow]orthanc skipped: {ORTHANC_BIN} not found")
+        peers.remove("orthanc")
     backend: ScaleoutBackend | None = None
     if "scaleout" in peers:
         missing = ScaleoutBackend.missing()
@@ -148,6 +200,30 @@ def main(argv: list[str] | None = None) -> int:
             for peer in peers:
                 for workers in (int(w) for w in args.workers.split(",")):
                     for repetition in range(1, args.repeat + 1):
+                        if peer == "orthanc":
+                            first, again, count, size = orthanc_import_once(
+                                data_set.root, workers, scratch
+                            )
+                            results.append(
+                                Measurement(
+                                    peer=peer,
+                                    workers=workers,
+                                    repetition=repetition,
+                                    objects=count,
+                                    megabytes=size / 1e6,
+                                    seconds=first,
+                                    objects_per_s=count / first,
+                                    mb_per_s=size / 1e6 / first,
+                                    again_seconds=again,
+                                    again_objects_per_s=count / again,
+                                    refused=0,
+                                )
+                            )
+                            console.print(
+                                f"orthanc workers={workers} #{repetition}: {count} objects in "
+                                f"{first:.1f} s; again {again:.1f} s"
+                            )
+                            continue
                         with archives(peer, backend, scratch) as settings:
                             first, report = import_once(
                                 settings, data_set.root, workers, scratch / "first.json"
@@ -195,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{m.again_seconds:.1f}",
         )
     console.print(table)
+    console.print(summary(results))
     if args.json is not None:
         args.json.write_text(
             json.dumps(
@@ -205,6 +282,34 @@ def main(argv: list[str] | None = None) -> int:
             "utf-8",
         )
     return 0
+
+
+def summary(results: list[Measurement]) -> Table:
+    """Medians per peer and worker count, with the ratio to Orthanc's at the same workers."""
+    groups: dict[tuple[str, int], list[Measurement]] = {}
+    for m in results:
+        groups.setdefault((m.peer, m.workers), []).append(m)
+    orthanc = {
+        workers: statistics.median(x.objects_per_s for x in ms)
+        for (peer, workers), ms in groups.items()
+        if peer == "orthanc"
+    }
+    table = Table(title="medians (× Orthanc: arkiv's objects/s over Orthanc's, same workers)")
+    for column in ("peer", "workers", "runs", "objects/s", "MB/s", "again s", "× Orthanc"):
+        table.add_column(column, justify="right")
+    for (peer, workers), ms in groups.items():
+        rate = statistics.median(x.objects_per_s for x in ms)
+        ratio = f"{rate / orthanc[workers]:.2f}" if workers in orthanc and peer != "orthanc" else ""
+        table.add_row(
+            peer,
+            str(workers),
+            str(len(ms)),
+            f"{rate:.1f}",
+            f"{statistics.median(x.mb_per_s for x in ms):.1f}",
+            f"{statistics.median(x.again_seconds for x in ms):.1f}",
+            ratio,
+        )
+    return table
 
 
 if __name__ == "__main__":
