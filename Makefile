@@ -79,6 +79,16 @@ clean:
 bench-viewer: system-packages minio $(STAMP)
 	$(VENV)/bin/python -m bench.viewer $(ARGS)
 
+# Bulk import (arkiv import): a folder of the ingest benchmark's objects (bench-import), and the
+# same objects pulled from Orthanc over C-GET and C-MOVE (bench-import-pacs), into arkiv embedded
+# and on PostgreSQL + MinIO.
+.PHONY: bench-import bench-import-pacs
+bench-import: system-packages minio $(STAMP)
+	$(VENV)/bin/python -m bench.import_files $(ARGS)
+
+bench-import-pacs: system-packages minio $(STAMP)
+	$(VENV)/bin/python -m bench.import_pacs $(ARGS)
+
 # VM placement: the shipped 4-blade deployment and a generated 200-host × 2,000-VM pool.
 .PHONY: bench-placement
 bench-placement: $(STAMP)
