@@ -53,16 +53,6 @@ class _Usage(Exception):
     """The import cannot start as given (exit 2)."""
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
-
-
 def add_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
@@ -97,11 +87,14 @@ def add_parser(
         help="where the JSON report goes (default arkiv-import-<UTC time>.json here)",
     )
     parser.add_argument(
-        "--workers", type=_positive, default=4, help="objects ingested at once (default 4)"
+        "--workers",
+        type=pacs_cli.whole_number,
+        default=4,
+        help="objects ingested at once (default 4)",
     )
     parser.add_argument(
         "--max-object-mb",
-        type=_positive,
+        type=pacs_cli.whole_number,
         default=None,
         metavar="MB",
         help="largest object taken from a file or zip (default: the archive's STOW-RS limit)",

@@ -17,17 +17,9 @@ from datetime import date, datetime
 from pathlib import Path
 
 import rich.console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from arkiv.importing.pacs_state import PullState, PullStateError, default_state_path
+from arkiv.importing.progress import progress_bars
 from arkiv.importing.run import Disposition, ImportRun
 from arkiv.services import Archive
 from dicom_node.pacs_pull import (
@@ -51,7 +43,8 @@ def _day(text: str) -> date:
     raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)")
 
 
-def _count(text: str) -> int:
+def whole_number(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (counts, limits, workers)."""
     try:
         value = int(text)
     except ValueError:
@@ -128,18 +121,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--window-days",
-        type=_count,
+        type=whole_number,
         default=30,
         help="days of study dates per C-FIND (default 30; halved where the PACS answers too many)",
     )
     group.add_argument(
         "--max-per-query",
-        type=_count,
+        type=whole_number,
         default=1000,
         help="answers to one C-FIND at which its window is split (default 1000)",
     )
     group.add_argument(
-        "--concurrency", type=_count, default=1, help="studies retrieved at once (default 1)"
+        "--concurrency", type=whole_number, default=1, help="studies retrieved at once (default 1)"
     )
     group.add_argument(
         "--rate",
@@ -212,33 +205,11 @@ def _summary(console: rich.console.Console, result: PullResult, state: Path) -> 
         console.print(f"[yellow]warning:[/] {warning}")
 
 
-class _Amount(ProgressColumn):
-    """ "12/40 studies 0.5/s", "1,204/5,000 objects 38.2/s", "612.0 MB 19.4 MB/s"."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed or 0.0
-        unit = str(task.fields.get("unit", ""))
-        if unit == "MB":
-            return Text(f"{task.completed / 1e6:,.1f} MB {speed / 1e6:,.1f} MB/s")
-        if unit == "windows":
-            whole = "?" if task.total is None else f"{int(task.total):,}"
-            return Text(f"{int(task.completed):,}/{whole} date windows")
-        whole = "?" if task.total is None else f"{int(task.total):,}"
-        return Text(f"{int(task.completed):,}/{whole} {unit} {speed:,.1f}/s")
-
-
 class _PullProgress(PullListener):
     """Four lines on the console: date windows (with the time left), studies, objects, MB."""
 
     def __init__(self, console: rich.console.Console) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description:<8}"),
-            BarColumn(),
-            _Amount(),
-            TimeRemainingColumn(),
-            console=console,
-            speed_estimate_period=120.0,
-        )
+        self._progress = progress_bars(console, 120.0)
         self._lock = threading.Lock()
         self._windows = self._progress.add_task("period", total=None, unit="windows")
         self._studies = self._progress.add_task("studies", total=0, unit="studies")

@@ -25,18 +25,34 @@ from rich.progress import (
 from rich.text import Text
 
 
-class _Amount(ProgressColumn):
-    """ "1,204/5,000 objects 38.2/s" or "612.0/2,048.3 MB 19.4 MB/s", by the task's unit."""
+class AmountColumn(ProgressColumn):
+    """ "1,204/5,000 objects 38.2/s", "612.0/2,048.3 MB 19.4 MB/s", "12/40 studies 0.5/s" or
+    "3/?? date windows", by the task's `unit` field."""
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed or 0.0
-        if task.fields.get("unit") == "MB":
+        unit = str(task.fields.get("unit", "objects"))
+        if unit == "MB":
             whole = "?" if task.total is None else f"{task.total / 1e6:,.1f}"
             line = f"{task.completed / 1e6:,.1f}/{whole} MB {speed / 1e6:,.1f} MB/s"
             return Text(line, style="progress.download")
         whole = "?" if task.total is None else f"{int(task.total):,}"
-        line = f"{int(task.completed):,}/{whole} objects {speed:,.1f}/s"
+        if unit == "windows":
+            return Text(f"{int(task.completed):,}/{whole} date windows")
+        line = f"{int(task.completed):,}/{whole} {unit} {speed:,.1f}/s"
         return Text(line, style="progress.data.speed")
+
+
+def progress_bars(console: Console, speed_period: float) -> Progress:
+    """The import's bars: a name, the bar, the amount with its rate, the time left."""
+    return Progress(
+        TextColumn("{task.description:<8}"),
+        BarColumn(),
+        AmountColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        speed_estimate_period=speed_period,
+    )
 
 
 class ImportProgress:
@@ -44,14 +60,7 @@ class ImportProgress:
     nothing is known in advance, they may grow as the run learns more."""
 
     def __init__(self, console: Console, files: int | None, size: int | None) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description:<8}"),
-            BarColumn(),
-            _Amount(),
-            TimeRemainingColumn(),
-            console=console,
-            speed_estimate_period=60.0,
-        )
+        self._progress = progress_bars(console, 60.0)
         self._objects = self._progress.add_task("objects", total=files, unit="objects")
         self._bytes = self._progress.add_task("bytes", total=size, unit="MB")
         self._moved: list[logging.StreamHandler[Any]] = []
