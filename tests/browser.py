@@ -22,13 +22,15 @@ def chromium() -> str:
     return str(CHROMIUM)
 
 
-def sign_in(page: Page, base_url: str, user: str, password: str = PASSWORD) -> None:
-    """Sign in on the login form as a clinician does, and wait for the start page."""
+def sign_in(
+    page: Page, base_url: str, user: str, password: str = PASSWORD, start: str = "/"
+) -> None:
+    """Sign in on the login form as a user does, and wait for their role's start page."""
     page.goto(f"{base_url}/login")
     page.fill("#username", user)
     page.fill("#password", password)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
+    page.wait_for_url(f"{base_url}{start}")
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""The clinician's pages checked against WCAG 2.1 A and AA with axe-core (the rules engine
-browsers' own accessibility tools use), in headless Chromium: labels on every control, names on
-every image and button, sufficient colour contrast, landmarks, valid ARIA. A violation names the
-rule and the elements, so the failure says what to fix.
+"""The clinician's pages, and the admin's patient reconciliation page, checked against WCAG 2.1
+A and AA with axe-core (the rules engine browsers' own accessibility tools use), in headless
+Chromium: labels on every control, names on every image and button, sufficient colour contrast,
+landmarks, valid ARIA. A violation names the rule and the elements, so the failure says what to
+fix.
 
 axe-core comes from npm (tests/axe, pinned, installed by .ci/install-node-packages); the pages'
 CSP would refuse the injected script, so this one browser context bypasses CSP (the CSP itself
@@ -50,7 +51,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningArchive
             archive.archive.ingest.ingest_dicom(encode(make_dataset(spec)), SENSOR)
         other = Spec(patient_id=OTHER, patient_name="Moe^Per", birth_date="19720209")
         archive.archive.ingest.ingest_dicom(encode(make_dataset(other)), TELEMARK)
+        # the same man under another spelling in Vestfold: a conflict for the admin's page
+        misspelt = Spec(patient_id=OTHER, patient_name="Moen^Per", birth_date="19720209")
+        archive.archive.ingest.ingest_dicom(encode(make_dataset(misspelt)), SENSOR)
         archive.archive.accounts.add_user("tannlege", PASSWORD, Role.CLINICIAN, County.VESTFOLD)
+        archive.archive.accounts.add_user("admin", PASSWORD, Role.ADMIN, County.VESTFOLD)
         yield archive
 
 
@@ -107,5 +112,20 @@ def test_the_clinicians_pages_meet_wcag_21_aa(running: RunningArchive) -> None:
             page.click("form.search button[type=submit]")
             page.wait_for_selector("section.break-glass")
             assert_accessible(page, "break the glass offer")
+        finally:
+            browser.close()
+
+
+def test_the_admins_patient_reconciliation_page_meets_wcag_21_aa(running: RunningArchive) -> None:
+    base = running.base_url
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            sign_in(page, base, "admin", start="/admin")
+            page.goto(f"{base}/admin/patients/conflicts")
+            page.wait_for_selector("text=Moen^Per")
+            assert_accessible(page, "patient reconciliation")
         finally:
             browser.close()
