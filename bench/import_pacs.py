@@ -60,7 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--panoramic", type=int, default=20)
     parser.add_argument("--patients", type=int, default=40)
     parser.add_argument(
-        "--backends", default="embedded,scaleout", help="embedded, scaleout (comma separated)"
+        "--backends",
+        default="embedded,scaleout,orthanc",
+        help="embedded, scaleout, orthanc (comma separated; orthanc: a second Orthanc pulls "
+        "the same studies over C-MOVE, for the ratio)",
     )
     parser.add_argument("--retrieve", default="get,move", help="get, move (comma separated)")
     parser.add_argument(
@@ -133,6 +136,43 @@ def run_one(
     }
 
 
+def run_orthanc(orthanc: OrthancServer, dataset: ds.BenchDataset, workdir: Path) -> dict[str, Any]:
+    """The same pull done by a second, empty Orthanc (what Orthanc offers for this: a C-FIND
+    of every study through `/modalities/…/query`, then `/queries/…/retrieve`, one C-MOVE per
+    study to itself), for the ratio."""
+    dest = OrthancServer.start(workdir / "orthanc-dest", aet="ORTHANCDEST")
+    try:
+        dest.add_modality("source", orthanc.aet, HOST, orthanc.dicom_port)
+        orthanc.add_modality("dest", dest.aet, HOST, dest.dicom_port)
+        started = time.perf_counter()
+        query = dest.rest("POST", "/modalities/source/query", {"Level": "Study", "Query": {}})
+        dest.rest(
+            "POST",
+            f"/queries/{query['ID']}/retrieve",
+            {"TargetAet": dest.aet, "Synchronous": True},
+            timeout=3600,
+        )
+        seconds = time.perf_counter() - started
+        stats = dest.rest("GET", "/statistics")
+    finally:
+        dest.stop()
+    objects = int(stats["CountInstances"])
+    size = int(stats["TotalDiskSize"])
+    return {
+        "retrieve": "move",
+        "concurrency": 1,
+        "seconds": round(seconds, 3),
+        "objects": objects,
+        "bytes": size,
+        "objects_per_s": round(objects / seconds, 1),
+        "mb_per_s": round(size / 1e6 / seconds, 1),
+        "studies": dataset.study_count,
+        "queries": 1,
+        "complete": objects == len(dataset.files),
+        "refused": [],
+    }
+
+
 def _scaleout_overrides(backend: ScaleoutBackend, target: Target) -> dict[str, Any]:
     assert backend.postgres is not None and backend.minio is not None
     return {
@@ -174,6 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         if "scaleout" in backends:
             scaleout.start()
         for backend in backends:
+            if backend == "orthanc":
+                for rep in range(args.repeat):
+                    workdir = root / f"orthanc-{rep}"
+                    row = run_orthanc(orthanc, dataset, workdir)
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    row["backend"] = backend
+                    results.append(row)
+                    console.print(
+                        f"orthanc   move x1: {row['objects']} objects in {row['seconds']:.1f} s, "
+                        f"{row['objects_per_s']} objects/s, {row['mb_per_s']} MB/s"
+                    )
+                continue
             for service in services:
                 for concurrency in concurrencies:
                     for rep in range(args.repeat):
@@ -238,10 +290,19 @@ def _medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _table(results: list[dict[str, Any]]) -> None:
-    table = Table(title="import from Orthanc (median of runs)")
+    table = Table(
+        title="import from Orthanc (median of runs; × Orthanc: objects/s over a second "
+        "Orthanc's own C-MOVE pull of the same studies)"
+    )
     for column in ("backend", "retrieve", "studies at once", "objects/s", "MB/s", "runs"):
         table.add_column(column)
-    for row in _medians(results):
+    table.add_column("× Orthanc")
+    medians = _medians(results)
+    reference = next((m["objects_per_s"] for m in medians if m["backend"] == "orthanc"), None)
+    for row in medians:
+        ratio = ""
+        if reference and row["backend"] != "orthanc":
+            ratio = f"{row['objects_per_s'] / reference:.2f}"
         table.add_row(
             row["backend"],
             row["retrieve"].upper(),
@@ -249,6 +310,7 @@ def _table(results: list[dict[str, Any]]) -> None:
             f"{row['objects_per_s']:.1f}",
             f"{row['mb_per_s']:.1f}",
             str(row["runs"]),
+            ratio,
         )
     console.print(table)
 
