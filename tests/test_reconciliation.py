@@ -28,9 +28,11 @@ from arkiv.errors import InvalidObject
 from arkiv.ingest import IngestOutcome
 from arkiv.reconciliation import ChangeRefused, NewRecord, conflicts_touching, same_name
 from arkiv.services import Archive
+from dicom_node.server import DicomNode
 from storage.records import AuditQuery, StudyQuery
-from tests.conftest import PASSWORD, RunningArchive, post_login
+from tests.conftest import PASSWORD, RunningArchive, free_port, post_login
 from tests.dicom_factory import Spec, encode, make_dataset, synthetic_national_id
+from tests.test_cfind import FINDER, HOST, Node, findscu, keys
 
 VESTFOLD = Actor(name="import:vestfold", kind="system", county="vestfold")
 TELEMARK = Actor(name="import:telemark", kind="system", county="telemark")
@@ -180,6 +182,31 @@ def test_qido_by_national_id_finds_both_counties_studies(running: RunningArchive
     both = clinician.get("/dicom-web/studies", params={"PatientID": KARI})
     assert {s["0020000D"]["Value"][0] for s in both.json()} == {first, second}
     assert {s["00100020"]["Value"][0] for s in both.json()} == {KARI}
+
+
+def test_a_workstation_finds_a_local_id_object_by_national_id_with_findscu(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", dicom_port=free_port(), peers=(FINDER,))
+    archive = Archive(settings)
+    node = DicomNode(archive)
+    try:
+        local = _object("VF-1001", "Nordmann^Kari", "19700101", other_ids=[(KARI, "")])
+        study = _ingest(archive, local, VESTFOLD, "file:/a")
+        node.start(HOST, settings.dicom_port)
+        where = Node(archive, settings.dicom_port, {}, {})
+        query = keys("QueryRetrieveLevel=STUDY", f"PatientID={KARI}", "StudyInstanceUID")
+        result, answers = findscu(where, tmp_path / "answers", "-S", *query)
+        assert result.returncode == 0, result.stderr
+        assert [(a.StudyInstanceUID, a.PatientID) for a in answers] == [(study, KARI)]
+        result, by_local = findscu(
+            where,
+            tmp_path / "by-local",
+            "-S",
+            *keys("QueryRetrieveLevel=STUDY", "PatientID=VF-1001"),
+        )
+        assert by_local == [], "the record is the national ID's; the local ID is an alias"
+    finally:
+        node.stop()
+        archive.close()
 
 
 # -- conflicts -------------------------------------------------------------------------------------
