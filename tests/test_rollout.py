@@ -185,8 +185,8 @@ def test_a_canary_that_fails_its_health_check_is_reverted_and_a_re_run_finishes(
     old = archive_vms(api)
     domids = {ref: r["domid"] for ref, r in sim.vm_records().items()}
     lines: list[str] = []
-    report = rollout(api, sim, guests, lines, health=30.0).run(WEB, BROKEN, dry_run=False)
-    assert not report.ok and (report.failed or "").startswith("web-1: not ready within 30 s")
+    report = rollout(api, sim, guests, lines, health=10.0).run(WEB, BROKEN, dry_run=False)
+    assert not report.ok and (report.failed or "").startswith("web-1: not ready within 10 s")
     assert report.reverted == ["web-1"] and report.done == []
     now = archive_vms(api)
     assert now["web-1"][:3] == (old["web-1"][0], "blade1", "Running"), "the old VM runs again"
