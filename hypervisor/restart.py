@@ -112,10 +112,11 @@ class RollingRestart:
         for number, name in enumerate(targets, 1):
             prefix = f"[{number}/{len(targets)}] {name}"
             try:
-                service = self._check(read_pool(self._api), name, report, prefix, dry_run)
+                pool = read_pool(self._api)
+                service = self._check(pool, name, report, prefix, dry_run)
                 if dry_run:
                     continue
-                self._restart(read_pool(self._api).vms[name], service, report, prefix)
+                self._restart(pool.vms[name], service, report, prefix)
             except (RestartRefused, XapiError, TaskTimeout) as error:
                 report.failed = f"{name}: {error}"
                 self._progress(f"{prefix}: stopped: {error}")
